@@ -1,0 +1,44 @@
+# Set-up is automatic: every target creates .venv and installs what it needs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export MESSAGING_CONFIG ?= config.json
+
+.PHONY: run test soak bench lint format clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Reinstall when the package metadata changes.
+$(VENV)/.installed: $(BIN)/python setup.cfg setup.py
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+## Serve the API with gunicorn on 127.0.0.1:2016 (embedded PostgreSQL by default).
+run: $(VENV)/.installed
+	$(BIN)/python -m messaging.serve
+
+## Run the test suite (against 127.0.0.1:5432 when it answers, else embedded PostgreSQL).
+test: $(VENV)/.installed
+	$(BIN)/ruff check messaging tests bench
+	$(BIN)/python -m pytest -m "not slow" -q
+
+## The long load, soak and full differential tests.
+soak: $(VENV)/.installed
+	$(BIN)/python -m pytest -m slow -q
+
+## Benchmarks: figures and ratios against baselines measured in the same run.
+bench: $(VENV)/.installed
+	$(BIN)/python -m bench
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check messaging tests bench
+	$(BIN)/ruff format --check messaging tests bench
+
+format: $(VENV)/.installed
+	$(BIN)/ruff format messaging tests bench
+
+clean:
+	rm -rf $(VENV) *.egg-info

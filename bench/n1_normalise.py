@@ -1,0 +1,98 @@
+"""N1: how many numbers per second Normaliser.clean handles, against the reference.
+
+Usage: python bench/n1_normalise.py [--n 100000] [--diff 1000000]
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from messaging.msisdn import Normaliser, normalise_reference  # noqa: E402
+from tests.number_samples import SAMPLE_COUNTRIES, generate  # noqa: E402
+
+COUNTRIES = ("ZA", "BW")
+
+
+def _reference_clean(numbers, countries):
+    valid, seen, invalid, duplicates = [], set(), 0, 0
+    for raw in numbers:
+        number = normalise_reference(raw, countries)
+        if number is None:
+            invalid += 1
+        elif number in seen:
+            duplicates += 1
+        else:
+            seen.add(number)
+            valid.append(number)
+    return valid, invalid, duplicates
+
+
+def run(n: int = 100_000) -> dict:
+    """Time Normaliser.clean (fresh each run, best of 3) against the reference."""
+    numbers = generate(n, seed=1, countries=COUNTRIES)
+
+    best = float("inf")
+    for _ in range(3):
+        normaliser = Normaliser(COUNTRIES)
+        start = time.perf_counter()
+        result = normaliser.clean(numbers)
+        best = min(best, time.perf_counter() - start)
+
+    start = time.perf_counter()
+    expected = _reference_clean(numbers, COUNTRIES)
+    baseline_seconds = time.perf_counter() - start
+
+    if (result.valid, result.invalid, result.duplicates) != expected:
+        raise AssertionError("Normaliser.clean differs from the reference")
+    value = n / best
+    baseline = n / baseline_seconds
+    return {
+        "id": "N1",
+        "value": value,
+        "unit": "numbers/s",
+        "baseline": baseline,
+        "ratio": value / baseline,
+    }
+
+
+def differential(n: int) -> int:
+    """Compare fast and reference on n generated entries; return the mismatch count."""
+    from tests.test_msisdn_differential import CONFIGURATIONS, describe, mismatches
+
+    entries = generate(n, seed=7, countries=SAMPLE_COUNTRIES)
+    total = 0
+    for countries, mobile_only in CONFIGURATIONS:
+        start = time.perf_counter()
+        found = mismatches(entries, countries, mobile_only)
+        total += len(found)
+        print(
+            f"diff {list(countries)} mobile_only={mobile_only}: {n} entries, "
+            f"{len(found)} mismatches ({time.perf_counter() - start:.0f}s)"
+        )
+        if found:
+            print(describe(found))
+    return total
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=100_000, help="numbers to time")
+    parser.add_argument("--diff", type=int, default=0, help="also run a differential check")
+    args = parser.parse_args(argv)
+
+    figures = run(args.n)
+    print(
+        f"N1 Normaliser.clean: {figures['value']:,.0f} numbers/s; "
+        f"reference {figures['baseline']:,.0f} numbers/s; ratio {figures['ratio']:.1f}x"
+    )
+    if args.diff:
+        if differential(args.diff):
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The HTTP API of the original service: thin views, load -> service -> dump."""
+
+import json
+import time
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+from marshmallow import ValidationError
+
+from messaging import service
+from messaging.auth import authenticate
+from messaging.errors import InvalidInput
+from messaging.schemas import NormalizeRequest, SendSmsRequest, SendSmsResponse, describe
+
+bp = Blueprint("api", __name__)
+
+NO_DATA = "Error: no data available"
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+# Endpoints anyone may call (SPEC "HTTP API").
+OPEN_ENDPOINTS = {"api.ping"}
+
+send_request_schema = SendSmsRequest()
+normalize_request_schema = NormalizeRequest()
+send_response_schema = SendSmsResponse()
+
+
+def services() -> service.Services:
+    return current_app.extensions["messaging"]
+
+
+@bp.before_request
+def require_identity():
+    if request.endpoint in OPEN_ENDPOINTS:
+        return
+    g.identity = authenticate()
+
+
+def request_fields() -> dict:
+    """Return the caller's fields from JSON, form data, or (GET, or an empty body) the query."""
+    if request.method == "GET":
+        return request.args.to_dict()
+    body = request.get_data(cache=True)
+    if not body:
+        return request.args.to_dict()
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput("body is not valid UTF-8") from None
+    if request.mimetype in FORM_TYPES:
+        return request.form.to_dict()
+    if request.mimetype == "application/json" or not request.mimetype:
+        try:
+            data = json.loads(body)
+        except ValueError as err:
+            raise InvalidInput(f"body is not valid JSON: {err}") from None
+        if not isinstance(data, dict):
+            raise InvalidInput("body must be a JSON object")
+        return data
+    raise InvalidInput(f"unsupported Content-Type {request.mimetype!r}: send JSON or form data")
+
+
+def load(schema, data: dict) -> dict:
+    try:
+        return schema.load(data)
+    except ValidationError as err:
+        raise InvalidInput(describe(err)) from None
+
+
+@bp.route("/sendsms", methods=["GET", "POST"])
+def send_sms():
+    fields = load(send_request_schema, request_fields())
+    outcome = service.send_sms(
+        services(),
+        message=fields["message"],
+        msisdns=fields["msisdns"],
+        sender=fields["sender"],
+        originator=g.identity.name,
+    )
+    g.log_summary = (
+        f"ref={outcome.ref_number} valid={outcome.valid_numbers} "
+        f"invalid={outcome.invalid_numbers} duplicates={outcome.duplicate_numbers} "
+        f"sent={outcome.messages_sent} success={outcome.send_success}"
+    )
+    return jsonify(send_response_schema.dump(outcome))
+
+
+@bp.route("/messagestatus/<path:msisdn>", methods=["GET"])
+def message_status(msisdn):
+    status = service.message_status(services(), msisdn)
+    return Response(status or NO_DATA, mimetype="text/plain")
+
+
+@bp.route("/normalize", methods=["POST"])
+def normalize():
+    fields = load(normalize_request_schema, request_fields())
+    return jsonify(service.normalize(services(), fields["msisdns"]))
+
+
+@bp.route("/ping", methods=["GET"])
+def ping():
+    return jsonify({"Timestamp": int(time.time())})

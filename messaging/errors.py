@@ -1,0 +1,47 @@
+"""One error tree; the app-wide handler turns each into a JSON answer with its status."""
+
+
+class MessagingError(Exception):
+    """Base of every error the service reports to a caller."""
+
+    status_code = 500
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(MessagingError):
+    """The request is malformed or breaks a limit (the original service used 406)."""
+
+    status_code = 406
+
+
+class Unauthorized(MessagingError):
+    status_code = 401
+
+
+class Forbidden(MessagingError):
+    status_code = 403
+
+
+class NotFound(MessagingError):
+    status_code = 404
+
+
+class ServiceUnavailable(MessagingError):
+    """A dependency (database, auth service) cannot answer; fail closed."""
+
+    status_code = 503
+
+
+class ProviderError(MessagingError):
+    """The provider refused or could not take a whole request."""
+
+    status_code = 502
+
+    def __init__(self, code: str, description: str, *, retryable: bool = False):
+        super().__init__(f"Error {code}: {description}" if code else description)
+        self.code = code
+        self.description = description
+        self.retryable = retryable

@@ -1,0 +1,1 @@
+"""SMS provider plugins, found through the `messaging.providers` entry-point group."""

@@ -1,0 +1,86 @@
+"""The provider interface: what the service asks of every SMS provider plugin."""
+
+import logging
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+from messaging.config import ConfigError, ProviderSettings
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "messaging.providers"
+
+# Our message statuses (SPEC "Delivery status").
+QUEUED, SENT, DELIVERED, FAILED = "queued", "sent", "delivered", "failed"
+
+
+@dataclass(frozen=True)
+class Recipient:
+    msisdn: str  # international digits, no "+"
+    reference: str  # our own id for this message (sms.id); a client reference where supported
+
+
+@dataclass(frozen=True)
+class SendResult:
+    reference: str
+    accepted: bool
+    provider_id: str | None = None
+    error_code: str | None = None
+    reason: str | None = None
+    segments: int | None = None
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    provider_id: str
+    status: str  # SENT (still in flight), DELIVERED or FAILED
+    code: str | None = None
+    reason: str | None = None
+
+
+class Provider:
+    """One SMS provider. Subclasses build requests and map answers; nothing else."""
+
+    name = "provider"
+    max_batch_size = 1000
+    can_query_status = False
+
+    def __init__(self, settings: ProviderSettings):
+        self.settings = settings
+
+    def send_batch(
+        self, recipients: list[Recipient], text: str, sender: str | None
+    ) -> list[SendResult]:
+        """Send one text to a batch of recipients; one result per recipient.
+
+        Raise `messaging.errors.ProviderError` when the provider refuses the whole request.
+        """
+        raise NotImplementedError
+
+    def query_status(self, provider_ids: list[str]) -> list[StatusUpdate]:
+        """Ask the provider for the current status of these messages."""
+        raise NotImplementedError(f"{self.name} has no status query")
+
+    def close(self) -> None:
+        """Release connections held by the provider."""
+
+
+def installed_providers() -> dict[str, type[Provider]]:
+    """Return the installed provider plugins keyed by lower-cased name."""
+    found = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        found[entry.name.lower()] = entry
+    return found
+
+
+def load_provider(settings: ProviderSettings) -> Provider:
+    """Instantiate the plugin named by smsProvider.name (case-insensitive)."""
+    plugins = installed_providers()
+    entry = plugins.get(settings.name.lower())
+    if entry is None:
+        names = ", ".join(sorted(e.name for e in plugins.values())) or "none"
+        raise ConfigError(
+            f"smsProvider.name: unknown provider {settings.name!r}; installed: {names}"
+        )
+    provider_class = entry.load()
+    return provider_class(settings)

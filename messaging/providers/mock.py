@@ -1,0 +1,104 @@
+"""MockProvider: a deterministic stand-in provider for tests and demos.
+
+Every path of the service can be reached with it, by rule:
+
+Sending (per recipient, by the last digit of the number):
+  - ends in 9: rejected, error 105 "Invalid destination address";
+  - any other digit: accepted, provider id "mock-<number>-<our reference>".
+Sending (whole request, by `smsProvider.token`):
+  - "nocredit": every batch fails with error 301 "Out of credit";
+  - "badauth": every batch fails with error 001 "Authentication failed";
+  - "down": every batch fails with error 503 "Provider unavailable".
+Status query (by the last digit of the number in the provider id):
+  - 0 to 5: delivered (code 004);
+  - 6 or 7: failed (code 005 "Delivery failed");
+  - 8: still in flight (sent, code 002).
+Segments: counted by GSM 03.38 rules for the text.
+"""
+
+import threading
+from collections import deque
+
+from messaging.errors import ProviderError
+from messaging.providers.base import (
+    DELIVERED,
+    FAILED,
+    SENT,
+    Provider,
+    Recipient,
+    SendResult,
+    StatusUpdate,
+)
+from messaging.segments import count_segments
+
+# Whole-request failures chosen by token: token -> (code, description).
+TOKEN_FAILURES = {
+    "nocredit": ("301", "Out of credit"),
+    "badauth": ("001", "Authentication failed"),
+    "down": ("503", "Provider unavailable"),
+}
+
+# Status answers by the last digit of the number.
+STATUS_BY_LAST_DIGIT = {
+    **dict.fromkeys("012345", (DELIVERED, "004", "Delivered to handset")),
+    **dict.fromkeys("67", (FAILED, "005", "Delivery failed")),
+    "8": (SENT, "002", "Queued at gateway"),
+}
+REJECTED_LAST_DIGIT = "9"
+
+
+class MockProvider(Provider):
+    name = "MockProvider"
+    max_batch_size = 10_000
+    can_query_status = True
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self._lock = threading.Lock()
+        # Sizes of the most recent batches, for tests and `flask shell` curiosity.
+        self.batches: deque[int] = deque(maxlen=1000)
+        self.status_queries = 0
+
+    def send_batch(self, recipients: list[Recipient], text: str, sender: str | None):
+        with self._lock:
+            self.batches.append(len(recipients))
+        failure = TOKEN_FAILURES.get(self.settings.token)
+        if failure:
+            raise ProviderError(*failure)
+        segments = count_segments(text)
+        results = []
+        for recipient in recipients:
+            if recipient.msisdn.endswith(REJECTED_LAST_DIGIT):
+                results.append(
+                    SendResult(
+                        recipient.reference,
+                        accepted=False,
+                        error_code="105",
+                        reason="Invalid destination address",
+                    )
+                )
+            else:
+                results.append(
+                    SendResult(
+                        recipient.reference,
+                        accepted=True,
+                        provider_id=f"mock-{recipient.msisdn}-{recipient.reference}",
+                        segments=segments,
+                    )
+                )
+        return results
+
+    def query_status(self, provider_ids: list[str]) -> list[StatusUpdate]:
+        with self._lock:
+            self.status_queries += len(provider_ids)
+        updates = []
+        for provider_id in provider_ids:
+            parts = provider_id.split("-")
+            if len(parts) != 3 or parts[0] != "mock" or not parts[1]:
+                updates.append(StatusUpdate(provider_id, FAILED, "404", "Unknown message id"))
+                continue
+            status, code, reason = STATUS_BY_LAST_DIGIT.get(
+                parts[1][-1], (FAILED, "005", "Delivery failed")
+            )
+            updates.append(StatusUpdate(provider_id, status, code, reason))
+        return updates

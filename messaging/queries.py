@@ -1,0 +1,133 @@
+"""Every SQL statement of the service, as small named functions over a cursor."""
+
+# Timestamps are stored UTC without zone, as the original service did.
+NOW_UTC = "(now() AT TIME ZONE 'utc')"
+
+
+def insert_send(cur, *, originator, message, sender, msisdns, segments, status):
+    """Record a send and all its recipients (status queued) in one statement.
+
+    Returns (sendlog id, {msisdn: sms id}).
+    """
+    cur.execute(
+        f"""
+        WITH send AS (
+            INSERT INTO sendlog (senttime, originator, type, quantity, delivered, failed,
+                                 sent, message, status, description, sender)
+            VALUES ({NOW_UTC}, %s, 'sms', %s, 0, 0, 0, %s, %s, '', %s)
+            RETURNING id, senttime
+        ), recipients AS (
+            INSERT INTO sms (msisdn, senttime, quantity, sendlogid, status, message)
+            SELECT number, send.senttime, %s, send.id, 'queued', %s
+            FROM send, unnest(%s::varchar[]) WITH ORDINALITY AS u(number, position)
+            ORDER BY position
+            RETURNING id, msisdn
+        )
+        SELECT (SELECT id FROM send), recipients.id, recipients.msisdn
+        FROM (SELECT 1) AS one LEFT JOIN recipients ON true
+        """,
+        (originator, len(msisdns), message, status, sender, segments, message, msisdns),
+    )
+    rows = cur.fetchall()
+    sendlog_id = rows[0][0]
+    return sendlog_id, {msisdn: sms_id for _, sms_id, msisdn in rows if sms_id is not None}
+
+
+def mark_sent(cur, sendlog_id, sms_ids, provider_ids, segments):
+    """Store provider ids for accepted messages; count them as sent. Returns rows changed."""
+    cur.execute(
+        """
+        WITH changed AS (
+            UPDATE sms SET status = 'sent', providerid = v.provider_id,
+                           quantity = COALESCE(v.segments, sms.quantity)
+            FROM unnest(%s::int[], %s::varchar[], %s::smallint[]) AS v(id, provider_id, segments)
+            WHERE sms.id = v.id AND sms.status = 'queued'
+            RETURNING sms.id
+        )
+        UPDATE sendlog SET sent = COALESCE(sent, 0) + (SELECT count(*) FROM changed)
+        WHERE id = %s
+        RETURNING (SELECT count(*) FROM changed)
+        """,
+        (sms_ids, provider_ids, segments, sendlog_id),
+    )
+    return cur.fetchone()[0]
+
+
+def mark_failed(cur, sendlog_id, sms_ids, codes, reasons):
+    """Record recipients that were never accepted, with code and reason. Returns rows changed."""
+    cur.execute(
+        f"""
+        WITH changed AS (
+            UPDATE sms SET status = 'failed', errorcode = v.code, reason = v.reason,
+                           statustimestamp = {NOW_UTC}
+            FROM unnest(%s::int[], %s::varchar[], %s::varchar[]) AS v(id, code, reason)
+            WHERE sms.id = v.id AND sms.status = 'queued'
+            RETURNING sms.id
+        )
+        UPDATE sendlog SET failed = COALESCE(failed, 0) + (SELECT count(*) FROM changed)
+        WHERE id = %s
+        RETURNING (SELECT count(*) FROM changed)
+        """,
+        (sms_ids, codes, reasons, sendlog_id),
+    )
+    return cur.fetchone()[0]
+
+
+def finish_send(cur, sendlog_id, status, description):
+    cur.execute(
+        "UPDATE sendlog SET status = %s, description = %s WHERE id = %s",
+        (status, description, sendlog_id),
+    )
+
+
+def latest_message(cur, msisdn):
+    """Return (id, status, providerid) of the newest message to a number, or None."""
+    cur.execute(
+        """
+        SELECT id, status, providerid FROM sms
+        WHERE msisdn = %s
+        ORDER BY senttime DESC, id DESC
+        LIMIT 1
+        """,
+        (msisdn,),
+    )
+    return cur.fetchone()
+
+
+def apply_status_updates(cur, provider_ids, statuses, codes, reasons):
+    """Move messages still `sent` to a final status and keep sendlog counters exact.
+
+    Only rows still `sent` change, so a repeated or late answer never moves a final
+    status back nor counts a transition twice (a concurrent writer waits on the row
+    lock and then finds the row no longer `sent`). Returns the number of rows changed.
+    """
+    cur.execute(
+        f"""
+        WITH answer AS (
+            SELECT DISTINCT ON (provider_id) provider_id, status, code, reason
+            FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[])
+                 AS a(provider_id, status, code, reason)
+            WHERE status IN ('delivered', 'failed')
+        ), changed AS (
+            UPDATE sms SET status = answer.status, errorcode = answer.code,
+                           reason = answer.reason, statustimestamp = {NOW_UTC}
+            FROM answer
+            WHERE sms.providerid = answer.provider_id AND sms.status = 'sent'
+            RETURNING sms.sendlogid, sms.status
+        ), counts AS (
+            SELECT sendlogid,
+                   count(*) FILTER (WHERE status = 'delivered') AS delivered,
+                   count(*) FILTER (WHERE status = 'failed') AS failed
+            FROM changed GROUP BY sendlogid
+        ), counted AS (
+            UPDATE sendlog SET delivered = COALESCE(sendlog.delivered, 0) + counts.delivered,
+                               failed = COALESCE(sendlog.failed, 0) + counts.failed,
+                               sent = COALESCE(sendlog.sent, 0) - counts.delivered - counts.failed
+            FROM counts WHERE sendlog.id = counts.sendlogid
+            RETURNING 1
+        )
+        SELECT count(*) FROM changed
+        """,
+        (provider_ids, statuses, codes, reasons),
+    )
+    return cur.fetchone()[0]

@@ -1,0 +1,240 @@
+"""The rules of sending and status lookup, and the transactions around provider calls."""
+
+import logging
+import time
+from dataclasses import dataclass
+
+from messaging import queries
+from messaging.config import Config
+from messaging.db import Database
+from messaging.errors import InvalidInput, ProviderError
+from messaging.msisdn import Normaliser
+from messaging.providers.base import FAILED, Provider, Recipient
+from messaging.segments import count_segments
+
+log = logging.getLogger(__name__)
+
+NO_ANSWER = ("", "No answer from the provider for this recipient")
+DISABLED = ("", "SMS sending is disabled (smsProvider.enabled is false)")
+UNEXPECTED = ("", "Provider call failed unexpectedly")
+
+
+@dataclass
+class Services:
+    """What a request, a command or `flask shell` needs: built once per process."""
+
+    config: Config
+    db: Database
+    provider: Provider
+    normaliser: Normaliser
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    ref_number: str
+    valid_numbers: int
+    invalid_numbers: int
+    duplicate_numbers: int
+    send_success: bool
+    status_description: str
+    messages_sent: int
+    segments: int
+
+
+def validate_message(message: str, max_segments: int) -> int:
+    """Return the segment count of a message, or raise InvalidInput."""
+    if not message:
+        raise InvalidInput("message is empty")
+    segments = count_segments(message)
+    if segments > max_segments:
+        raise InvalidInput(
+            f"message needs {segments} SMS parts; the limit is {max_segments} "
+            "(smsProvider.maxMessageSegments)"
+        )
+    return segments
+
+
+def send_sms(
+    services: Services, message: str, msisdns: list[str], sender: str | None, originator: str
+) -> SendOutcome:
+    """Record a send and its recipients, hand them to the provider in batches, record each outcome.
+
+    The send and every recipient are committed (status queued) before the first
+    provider call; no transaction is open while the provider is working.
+    """
+    settings = services.config.provider
+    segments = validate_message(message, settings.max_message_segments)
+    if not msisdns:
+        raise InvalidInput("msisdns is empty: give at least one number")
+    if len(msisdns) > settings.max_recipients:
+        raise InvalidInput(
+            f"{len(msisdns)} recipients given; the limit is {settings.max_recipients} "
+            "(smsProvider.maxRecipients)"
+        )
+    cleaned = services.normaliser.clean(msisdns)
+    sender = sender or settings.sender
+
+    with services.db.transaction() as cur:
+        sendlog_id, ids_by_number = queries.insert_send(
+            cur,
+            originator=originator,
+            message=message,
+            sender=sender,
+            msisdns=cleaned.valid,
+            segments=segments,
+            status="sending",
+        )
+    recipients = [Recipient(number, str(ids_by_number[number])) for number in cleaned.valid]
+
+    sent = 0
+    if not recipients:
+        failure = ProviderError("", "No valid numbers to send to")
+    elif not settings.enabled:
+        failure = ProviderError(*DISABLED)
+        _record_failed(services.db, sendlog_id, recipients, *DISABLED)
+    else:
+        failure, sent = _dispatch(services, sendlog_id, recipients, message, sender)
+
+    rejected = len(recipients) - sent
+    if failure is not None:
+        description = failure.message
+    elif rejected:
+        description = f"{rejected} of {len(recipients)} recipients rejected by the provider"
+    else:
+        description = ""
+    success = failure is None and sent > 0
+    with services.db.transaction() as cur:
+        queries.finish_send(cur, sendlog_id, "success" if success else "failed", description)
+    return SendOutcome(
+        ref_number=str(sendlog_id),
+        valid_numbers=len(cleaned.valid),
+        invalid_numbers=cleaned.invalid,
+        duplicate_numbers=cleaned.duplicates,
+        send_success=success,
+        status_description=description,
+        messages_sent=sent,
+        segments=segments,
+    )
+
+
+def _dispatch(
+    services, sendlog_id, recipients, message, sender
+) -> tuple[ProviderError | None, int]:
+    """Send batch by batch; after a whole-request failure, fail the rest with its reason.
+
+    Returns the whole-request failure (if any) and how many recipients were accepted.
+    """
+    provider = services.provider
+    batch_size = min(services.config.provider.max_batch_size, provider.max_batch_size)
+    failure = None
+    sent = 0
+    for start in range(0, len(recipients), batch_size):
+        batch = recipients[start : start + batch_size]
+        if failure is not None:
+            _record_failed(services.db, sendlog_id, batch, failure.code, failure.description)
+            continue
+        began = time.perf_counter()
+        try:
+            results = provider.send_batch(batch, message, sender)
+        except ProviderError as err:
+            log.warning(
+                "send %s: provider %s refused a batch of %d: %s",
+                sendlog_id,
+                provider.name,
+                len(batch),
+                err.message,
+            )
+            failure = err
+            _record_failed(services.db, sendlog_id, batch, err.code, err.description)
+            continue
+        except Exception:
+            log.exception("send %s: provider %s failed unexpectedly", sendlog_id, provider.name)
+            failure = ProviderError(*UNEXPECTED)
+            _record_failed(services.db, sendlog_id, batch, *UNEXPECTED)
+            continue
+        log.info(
+            "send %s: batch of %d to %s in %.3fs",
+            sendlog_id,
+            len(batch),
+            provider.name,
+            time.perf_counter() - began,
+        )
+        sent += _record_results(services.db, sendlog_id, batch, results)
+    return failure, sent
+
+
+def _record_results(db: Database, sendlog_id, batch, results) -> int:
+    """Store one batch's answers; return how many recipients were accepted."""
+    by_reference = {result.reference: result for result in results}
+    accepted_ids, provider_ids, segments = [], [], []
+    failed = []
+    for recipient in batch:
+        result = by_reference.get(recipient.reference)
+        if result is not None and result.accepted and result.provider_id:
+            accepted_ids.append(int(recipient.reference))
+            provider_ids.append(result.provider_id)
+            segments.append(result.segments)
+        elif result is not None:
+            failed.append((recipient, result.error_code or "", result.reason or "Rejected"))
+        else:
+            failed.append((recipient, *NO_ANSWER))
+    accepted = 0
+    with db.transaction() as cur:
+        if accepted_ids:
+            accepted = queries.mark_sent(cur, sendlog_id, accepted_ids, provider_ids, segments)
+        if failed:
+            queries.mark_failed(
+                cur,
+                sendlog_id,
+                [int(recipient.reference) for recipient, _, _ in failed],
+                [code for _, code, _ in failed],
+                [reason for _, _, reason in failed],
+            )
+    return accepted
+
+
+def _record_failed(db: Database, sendlog_id, recipients, code, reason) -> None:
+    with db.transaction() as cur:
+        queries.mark_failed(
+            cur,
+            sendlog_id,
+            [int(recipient.reference) for recipient in recipients],
+            [code] * len(recipients),
+            [reason] * len(recipients),
+        )
+
+
+def normalize(services: Services, msisdns: list[str]) -> list[str]:
+    """Return the valid numbers, normalised, first occurrence kept."""
+    return services.normaliser.clean(msisdns).valid
+
+
+def message_status(services: Services, msisdn: str) -> str | None:
+    """Return the newest message's status for a number; ask the provider once if in flight."""
+    number = services.normaliser.normalise(msisdn) or msisdn
+    with services.db.transaction() as cur:
+        row = queries.latest_message(cur, number)
+    if row is None:
+        return None
+    _, status, provider_id = row
+    provider = services.provider
+    if status != "sent" or not provider_id or not provider.can_query_status:
+        return status
+    try:
+        updates = provider.query_status([provider_id])
+    except Exception as err:  # the stored answer is still true, only not fresh
+        log.warning("status query for %s failed: %s", provider_id, err)
+        return status
+    final = [u for u in updates if u.provider_id == provider_id and u.status != "sent"]
+    if not final:
+        return status
+    with services.db.transaction() as cur:
+        queries.apply_status_updates(
+            cur,
+            [u.provider_id for u in final],
+            [u.status for u in final],
+            [u.code for u in final],
+            [u.reason for u in final],
+        )
+        row = queries.latest_message(cur, number)
+    return row[1] if row else FAILED

