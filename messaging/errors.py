@@ -29,6 +29,10 @@ class NotFound(MessagingError):
     status_code = 404
 
 
+class ReceiptRejected(Forbidden):
+    """A pushed delivery receipt failed the provider's signature or secret check."""
+
+
 class ServiceUnavailable(MessagingError):
     """A dependency (database, auth service) cannot answer; fail closed."""
 

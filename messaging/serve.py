@@ -39,9 +39,10 @@ def main() -> int:
     bind = f"{os.environ.get('MESSAGING_HOST', '127.0.0.1')}:{config.http_port}"
     # Workers reach the database by URL, so they never start a second embedded server.
     env = {**os.environ, "MESSAGING_DATABASE_URL": dsn}
-    command = [sys.executable, "-m", "gunicorn", "--bind", bind, "wsgi:app"]
+    command = [sys.executable, "-m", "gunicorn", "--no-control-socket", "--bind", bind]
     if os.path.exists("deploy/gunicorn.conf.py"):
-        command[3:3] = ["--config", "deploy/gunicorn.conf.py"]
+        command += ["--config", "deploy/gunicorn.conf.py"]
+    command.append("wsgi:app")
     print(f"messaging: serving on http://{bind}/ (Ctrl-C stops)", file=sys.stderr)
     gunicorn = subprocess.Popen(command, env=env)
     try:

@@ -169,6 +169,7 @@ def gunicorn_server(config: dict, database_url: str, tmp_path: Path, workers: in
             sys.executable,
             "-m",
             "gunicorn",
+            "--no-control-socket",
             "--workers",
             str(workers),
             "--bind",

@@ -1,8 +1,10 @@
 """The provider interface: what the service asks of every SMS provider plugin."""
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from typing import Any
 
 from messaging.config import ConfigError, ProviderSettings
 
@@ -38,12 +40,27 @@ class StatusUpdate:
     reason: str | None = None
 
 
+@dataclass(frozen=True)
+class Receipt:
+    """A pushed delivery report exactly as it arrived over HTTP."""
+
+    method: str
+    url: str  # the full URL the provider called (signatures may cover it)
+    headers: Mapping[str, str]
+    form: Mapping[str, str]  # query string and form fields together
+    json: Any = None  # the parsed body when it was JSON
+    body: bytes = field(default=b"", repr=False)
+
+
 class Provider:
     """One SMS provider. Subclasses build requests and map answers; nothing else."""
 
     name = "provider"
     max_batch_size = 1000
     can_query_status = False
+    # How a pushed receipt proves it came from the provider: "signature" (HMAC of the
+    # request), "secret" (a shared secret in the request), or "none" (cannot be checked).
+    receipt_auth = "none"
 
     def __init__(self, settings: ProviderSettings):
         self.settings = settings
@@ -60,6 +77,13 @@ class Provider:
     def query_status(self, provider_ids: list[str]) -> list[StatusUpdate]:
         """Ask the provider for the current status of these messages."""
         raise NotImplementedError(f"{self.name} has no status query")
+
+    def parse_receipt(self, receipt: Receipt) -> list[StatusUpdate]:
+        """Check a pushed delivery receipt and map it to status updates.
+
+        Raise `messaging.errors.ReceiptRejected` when it fails the provider's check.
+        """
+        raise NotImplementedError(f"{self.name} takes no pushed receipts")
 
     def close(self) -> None:
         """Release connections held by the provider."""
