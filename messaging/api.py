@@ -6,7 +6,7 @@ import time
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import ValidationError
 
-from messaging import service
+from messaging import idempotency, service
 from messaging.auth import authenticate
 from messaging.errors import InvalidInput
 from messaging.schemas import NormalizeRequest, SendSmsRequest, SendSmsResponse, describe
@@ -68,19 +68,33 @@ def load(schema, data: dict) -> dict:
 @bp.route("/sendsms", methods=["GET", "POST"])
 def send_sms():
     fields = load(send_request_schema, request_fields())
-    outcome = service.send_sms(
-        services(),
-        message=fields["message"],
-        msisdns=fields["msisdns"],
-        sender=fields["sender"],
-        originator=g.identity.name,
-    )
+
+    def send() -> dict:
+        outcome = service.send_sms(
+            services(),
+            message=fields["message"],
+            msisdns=fields["msisdns"],
+            sender=fields["sender"],
+            originator=g.identity.name,
+        )
+        return send_response_schema.dump(outcome)
+
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        answer = send()
+    else:
+        request_fingerprint = idempotency.fingerprint(
+            fields["message"], fields["msisdns"], fields["sender"]
+        )
+        answer = idempotency.run_once(
+            services().db, g.identity.name, key, request_fingerprint, send
+        )
     g.log_summary = (
-        f"ref={outcome.ref_number} valid={outcome.valid_numbers} "
-        f"invalid={outcome.invalid_numbers} duplicates={outcome.duplicate_numbers} "
-        f"sent={outcome.messages_sent} success={outcome.send_success}"
+        f"ref={answer['refNumber']} valid={answer['validNumbers']} "
+        f"invalid={answer['invalidNumbers']} duplicates={answer['duplicateNumbers']} "
+        f"sent={answer['messagesSent']} success={answer['sendSuccess']}"
     )
-    return jsonify(send_response_schema.dump(outcome))
+    return jsonify(answer)
 
 
 @bp.route("/messagestatus/<path:msisdn>", methods=["GET"])

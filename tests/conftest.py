@@ -82,9 +82,15 @@ def db(database_url):
     conn = psycopg2.connect(database_url)
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute("SELECT to_regclass('sms') IS NOT NULL")
-        if cur.fetchone()[0]:
-            cur.execute("TRUNCATE sms, sendlog RESTART IDENTITY CASCADE")
+        cur.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+            "AND tablename <> 'migration_version'"
+        )
+        tables = [sql.Identifier(name) for (name,) in cur.fetchall()]
+        if tables:
+            cur.execute(
+                sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(sql.SQL(", ").join(tables))
+            )
     yield conn
     conn.close()
 
