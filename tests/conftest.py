@@ -159,8 +159,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def gunicorn_server(config: dict, database_url: str, tmp_path: Path, workers: int = 2):
-    """Run gunicorn on a free loopback port with this config; yield its base URL."""
+def gunicorn_server(
+    config: dict,
+    database_url: str,
+    tmp_path: Path,
+    workers: int = 2,
+    args: tuple[str, ...] = (),
+    extra_env: dict | None = None,
+):
+    """Run gunicorn on a free loopback port with this config; yield its base URL.
+
+    `args` go on gunicorn's command line (e.g. a --config file), `extra_env` into its env.
+    """
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps(config))
     port = free_port()
@@ -168,6 +178,7 @@ def gunicorn_server(config: dict, database_url: str, tmp_path: Path, workers: in
         **os.environ,
         "MESSAGING_CONFIG": str(config_file),
         "MESSAGING_DATABASE_URL": database_url,
+        **(extra_env or {}),
     }
     log_file = open(tmp_path / "gunicorn.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
@@ -180,6 +191,7 @@ def gunicorn_server(config: dict, database_url: str, tmp_path: Path, workers: in
             str(workers),
             "--bind",
             f"127.0.0.1:{port}",
+            *args,
             "wsgi:app",
         ],
         cwd=ROOT,
@@ -194,8 +206,8 @@ def gunicorn_server(config: dict, database_url: str, tmp_path: Path, workers: in
             try:
                 if requests.get(f"{base}/ping", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
-                pass
+            except requests.RequestException:
+                pass  # not listening yet, or too busy starting to answer
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError((tmp_path / "gunicorn.log").read_text())
             time.sleep(0.1)
