@@ -1,0 +1,179 @@
+"""BulkSMS.com JSON REST API v1.
+
+Config: `options.username` (or `custom1`) = the username or API token id; `token` = the
+password or API token secret; `url` defaults to https://api.bulksms.com/v1;
+`options.callbackSecret` = the value BulkSMS must send as `secret` in the webhook URL.
+
+Wire format: HTTP Basic, `POST /messages` with a JSON list of `{"to", "body", "from"?,
+"encoding", "longMessageMaxParts", "userSuppliedId"}`, answered 201 with a list of
+messages (`id`, `to`, `userSuppliedId`, `status.type`); errors are problem JSON
+`{"type", "title", "status", "detail"}`; status by `GET /messages/{id}`; webhooks POST a
+JSON list of the same message objects.
+
+Corrections after checking the official OpenAPI spec (provider-specs/bulksms_openapi.yaml):
+- De-duplication is the `deduplication-id` query parameter (a 32-bit integer per
+  submission, kept about 12 hours), not `userSuppliedId` (a free 20-character tag). Each
+  batch gets a random one, reused by every resend of that batch, so a send that may have
+  reached BulkSMS is resent safely.
+- `longMessageMaxParts` defaults to 3; it is set to the message's part count so longer
+  messages are not cut.
+- The spec suggests about 4 000 messages per submission so that resends stay practical.
+- Webhooks carry no signature; the shared `secret` query parameter authenticates them.
+"""
+
+import random
+
+from messaging.errors import ProviderError
+from messaging.providers.base import (
+    DELIVERED,
+    FAILED,
+    SENT,
+    Receipt,
+    Recipient,
+    SendResult,
+    StatusUpdate,
+)
+from messaging.providers.http import HttpProvider, OutcomeUnknown, json_or_none, unknown_outcome
+from messaging.segments import UCS2, count_segments, encoding
+
+# status.type -> our status.
+STATUS_TYPES = {
+    "ACCEPTED": SENT,  # accepted for delivery (submission answer only)
+    "SCHEDULED": SENT,  # accepted for later delivery
+    "SENT": SENT,  # handed to the network
+    "UNKNOWN": SENT,  # the network has not answered yet
+    "DELIVERED": DELIVERED,  # delivered to the handset
+    "FAILED": FAILED,  # see the subtype below
+}
+
+# status.subtype of FAILED -> meaning.
+FAILED_SUBTYPES = {
+    "EXPIRED": "Expired before delivery was possible",  # phone off too long
+    "HANDSET_ERROR": "Handset error",  # e.g. memory full
+    "BLOCKED": "Blocked",  # opted out, or blocked by BulkSMS or the network
+    "NOT_SENT": "Not sent",  # never reached the network
+}
+
+# HTTP status of a refused submission -> (our code, description).
+REQUEST_ERRORS = {
+    401: ("401", "Authentication failed"),  # wrong username or password
+    403: ("403", "Out of credit"),  # "Insufficient Credits" (or other account limits)
+}
+
+
+class BulkSMS(HttpProvider):
+    name = "BulkSMS"
+    default_url = "https://api.bulksms.com/v1"
+    max_batch_size = 4000
+    can_query_status = True
+    receipt_auth = "secret"
+    resend_is_safe = True
+
+    def __init__(self, settings, **kwargs):
+        super().__init__(settings, **kwargs)
+        self.random = random.SystemRandom()
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        return (self.option("username") or self.settings.custom1, self.settings.token)
+
+    def send_batch(self, recipients: list[Recipient], text: str, sender: str | None):
+        segments = count_segments(text)
+        entries = []
+        for recipient in recipients:
+            entry = {
+                "to": f"+{recipient.msisdn}",
+                "body": text,
+                "encoding": "UNICODE" if encoding(text) == UCS2 else "TEXT",
+                "longMessageMaxParts": max(segments, 1),
+                "userSuppliedId": recipient.reference,
+            }
+            if sender:
+                entry["from"] = sender
+            entries.append(entry)
+        dedup = self.random.randint(1, 2**31 - 1)
+        try:
+            response = self.request(
+                "POST",
+                "/messages",
+                params={"deduplication-id": dedup},
+                json=entries,
+                auth=self.auth,
+                headers={"Accept": "application/json"},
+                resend_safe=True,
+            )
+        except OutcomeUnknown:  # pragma: no cover - resends are safe, so never raised
+            return [unknown_outcome(recipient) for recipient in recipients]
+        answer = json_or_none(response)
+        if response.status_code != 201 or not isinstance(answer, list):
+            raise self.request_error(response, answer)
+        by_reference = {str(m.get("userSuppliedId")): m for m in answer if isinstance(m, dict)}
+        results = []
+        for recipient in recipients:
+            message = by_reference.get(recipient.reference)
+            results.append(self.result(recipient, message, segments))
+        return results
+
+    def result(self, recipient, message, segments) -> SendResult:
+        if message is None:
+            return SendResult(recipient.reference, False, reason="Not in BulkSMS's answer")
+        status = message.get("status") or {}
+        if status.get("type") == "FAILED" or not message.get("id"):
+            subtype = status.get("subtype") or ""
+            reason = FAILED_SUBTYPES.get(subtype, "Rejected")
+            return SendResult(
+                recipient.reference, False, error_code=status.get("id"), reason=reason
+            )
+        return SendResult(recipient.reference, True, str(message["id"]), segments=segments)
+
+    def request_error(self, response, answer) -> ProviderError:
+        if response.status_code in REQUEST_ERRORS:
+            code, description = REQUEST_ERRORS[response.status_code]
+            detail = answer.get("title") if isinstance(answer, dict) else None
+            if response.status_code == 403 and detail and "credit" not in detail.lower():
+                description = detail
+            return ProviderError(code, description)
+        if response.status_code >= 500 or response.status_code == 429:
+            return self.unavailable(response)
+        detail = ""
+        if isinstance(answer, dict):
+            detail = answer.get("detail") or answer.get("title") or ""
+        return ProviderError(str(response.status_code), detail.strip() or "Refused by BulkSMS")
+
+    def query_status(self, provider_ids: list[str]) -> list[StatusUpdate]:
+        return self.map_parallel(self.query_one, provider_ids)
+
+    def query_one(self, provider_id: str) -> StatusUpdate:
+        response = self.request(
+            "GET",
+            f"/messages/{provider_id}",
+            auth=self.auth,
+            headers={"Accept": "application/json"},
+        )
+        answer = json_or_none(response)
+        if response.status_code == 404:
+            return StatusUpdate(provider_id, FAILED, "404", "Unknown message id")
+        if response.status_code != 200 or not isinstance(answer, dict):
+            raise self.request_error(response, answer)
+        return self.update(provider_id, answer.get("status") or {})
+
+    def update(self, provider_id: str, status: dict) -> StatusUpdate:
+        kind = str(status.get("type") or "UNKNOWN")
+        ours = STATUS_TYPES.get(kind, SENT)
+        code = status.get("id") or f"{kind}.null"
+        if ours == FAILED:
+            reason = FAILED_SUBTYPES.get(status.get("subtype") or "", "Failed")
+        else:
+            reason = kind.capitalize()
+        return StatusUpdate(provider_id, ours, code, reason)
+
+    def parse_receipt(self, receipt: Receipt) -> list[StatusUpdate]:
+        self.check_receipt_secret(receipt)
+        messages = receipt.json
+        if isinstance(messages, dict):
+            messages = [messages]
+        updates = []
+        for message in messages or []:
+            if isinstance(message, dict) and message.get("id"):
+                updates.append(self.update(str(message["id"]), message.get("status") or {}))
+        return updates

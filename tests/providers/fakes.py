@@ -1,0 +1,91 @@
+"""A fake provider: a real HTTP server on 127.0.0.1 that records every request and answers
+from a script, so plugin tests exercise the exact wire format."""
+
+import json
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
+
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: dict
+    headers: dict
+    body: bytes
+    form: dict = field(default_factory=dict)
+
+    @property
+    def json(self):
+        return json.loads(self.body)
+
+    @property
+    def basic_auth(self):
+        auth = Request({"HTTP_AUTHORIZATION": self.headers.get("Authorization", "")}).authorization
+        return (auth.username, auth.password) if auth else None
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: object = None  # dict/list -> JSON; str -> text
+    headers: dict = field(default_factory=dict)
+    hang: bool = False  # never answer until the fake stops (a read timeout)
+
+
+class FakeProvider:
+    """Answer each request with the next scripted reply, else with `default(recorded)`."""
+
+    def __init__(self):
+        self.requests: list[Recorded] = []
+        self.script: deque[Reply] = deque()
+        self.default = None
+        self._lock = threading.Lock()
+        self._release = threading.Event()
+        self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def reply(self, status=200, body=None, headers=None, hang=False) -> "FakeProvider":
+        self.script.append(Reply(status, body, headers or {}, hang))
+        return self
+
+    def stop(self) -> None:
+        self._release.set()
+        self._server.shutdown()
+        self._thread.join(timeout=5)
+
+    def _app(self, environ, start_response):
+        request = Request(environ)
+        body = request.get_data()
+        form = {}
+        if request.mimetype == "application/x-www-form-urlencoded":
+            form = dict(parse_qsl(body.decode(), keep_blank_values=True))
+        recorded = Recorded(
+            request.method,
+            request.path,
+            dict(request.args),
+            dict(request.headers),
+            body,
+            form,
+        )
+        with self._lock:
+            self.requests.append(recorded)
+            reply = self.script.popleft() if self.script else None
+        if reply is None:
+            reply = self.default(recorded) if self.default else Reply(404, {"error": "unscripted"})
+        if reply.hang:
+            self._release.wait(30)
+        if isinstance(reply.body, dict | list):
+            payload, mimetype = json.dumps(reply.body), "application/json"
+        else:
+            payload, mimetype = reply.body or "", "text/plain"
+        return Response(payload, reply.status, reply.headers, mimetype=mimetype)(
+            environ, start_response
+        )

@@ -1,0 +1,197 @@
+"""Vonage plugin against a fake Vonage on 127.0.0.1."""
+
+import pytest
+
+from messaging.errors import ProviderError, ReceiptRejected
+from messaging.providers.base import Receipt, Recipient
+from messaging.providers.vonage import Vonage
+from tests.conftest import base_config, rows
+from tests.providers.conftest import settings
+from tests.providers.fakes import Reply
+
+TWO = [Recipient("447700900001", "11"), Recipient("447700900002", "12")]
+
+
+def provider(fake, sleeps, **values):
+    values.setdefault("options", {"apiKey": "key1"})
+    # Unthrottled, so the only sleeps recorded are backoffs (the throttle has its own test).
+    values.setdefault("max_requests_per_second", 1e9)
+    return Vonage(settings(fake, "Vonage", **values), sleep=sleeps.append)
+
+
+def ok(to, count=1):
+    return {
+        "message-count": str(count),
+        "messages": [
+            {
+                "to": to,
+                "message-id": f"0A0{to[-1]}-{part}",
+                "status": "0",
+                "remaining-balance": "3.14",
+                "message-price": "0.0333",
+                "network": "23410",
+            }
+            for part in range(count)
+        ],
+    }
+
+
+def error(status, text):
+    return {"message-count": "1", "messages": [{"status": status, "error-text": text}]}
+
+
+def by_number(request):
+    to = request.form["to"]
+    return Reply(200, error("3", "Invalid to number") if to.endswith("2") else ok(to))
+
+
+def test_send_posts_one_form_per_recipient_with_key_secret_and_client_ref(fake, sleeps):
+    fake.default = lambda request: Reply(200, ok(request.form["to"], 2))
+    results = provider(fake, sleeps).send_batch(TWO, "Water off", "IMQS")
+    assert len(fake.requests) == 2
+    forms = sorted((r.form for r in fake.requests), key=lambda form: form["to"])
+    assert forms == [
+        {
+            "api_key": "key1",
+            "api_secret": "secret-token",
+            "from": "IMQS",
+            "to": "447700900001",
+            "text": "Water off",
+            "client-ref": "11",
+        },
+        {
+            "api_key": "key1",
+            "api_secret": "secret-token",
+            "from": "IMQS",
+            "to": "447700900002",
+            "text": "Water off",
+            "client-ref": "12",
+        },
+    ]
+    assert {(r.method, r.path) for r in fake.requests} == {("POST", "/sms/json")}
+    assert [(r.reference, r.accepted, r.provider_id, r.segments) for r in results] == [
+        ("11", True, "0A01-0", 2),
+        ("12", True, "0A02-0", 2),
+    ]
+
+
+def test_unicode_text_is_sent_with_type_unicode(fake, sleeps):
+    fake.default = by_number
+    provider(fake, sleeps).send_batch(TWO[:1], "Sawubona 😀", "IMQS")
+    assert fake.requests[0].form["type"] == "unicode"
+
+
+def test_mixed_results_reject_only_the_invalid_number(fake, sleeps):
+    fake.default = by_number
+    good, bad = provider(fake, sleeps).send_batch(TWO, "x", "IMQS")
+    assert good.accepted
+    assert (bad.accepted, bad.error_code, bad.reason) == (False, "3", "Invalid to number")
+
+
+def test_bad_credentials_refuse_the_batch(fake, sleeps):
+    fake.default = lambda request: Reply(200, error("4", "Bad Credentials"))
+    with pytest.raises(ProviderError, match="^Error 4: Authentication failed$"):
+        provider(fake, sleeps).send_batch(TWO, "x", "IMQS")
+
+
+def test_partner_quota_violation_is_out_of_credit(fake, sleeps):
+    fake.default = lambda request: Reply(200, error("9", "Partner quota exceeded"))
+    with pytest.raises(ProviderError) as caught:
+        provider(fake, sleeps).send_batch(TWO, "x", "IMQS")
+    assert caught.value.message == "Error 9: Out of credit"
+
+
+def test_throttled_status_is_retried(fake, sleeps):
+    fake.reply(200, error("1", "Throughput Rate Exceeded"))
+    fake.default = by_number
+    [result] = provider(fake, sleeps).send_batch(TWO[:1], "x", "IMQS")
+    assert result.accepted and len(fake.requests) == 2 and len(sleeps) == 1
+
+
+def test_a_503_is_retried_then_succeeds(fake, sleeps):
+    fake.reply(503, "busy")
+    fake.default = by_number
+    [result] = provider(fake, sleeps).send_batch(TWO[:1], "x", "IMQS")
+    assert result.accepted and len(fake.requests) == 2
+
+
+def test_429_waits_for_retry_after(fake, sleeps):
+    fake.reply(429, "slow", {"Retry-After": "1"})
+    fake.default = by_number
+    [result] = provider(fake, sleeps).send_batch(TWO[:1], "x", "IMQS")
+    assert result.accepted and sleeps == [1.0]
+
+
+def test_read_timeout_is_not_resent(fake, sleeps):
+    fake.reply(200, hang=True)
+    [result] = provider(fake, sleeps, timeout=0.2).send_batch(TWO[:1], "x", "IMQS")
+    assert len(fake.requests) == 1
+    assert (result.accepted, result.reason) == (False, "provider outcome unknown")
+
+
+def test_default_throttle_is_vonages_30_requests_a_second(fake, sleeps):
+    default = Vonage(settings(fake, "Vonage", options={"apiKey": "key1"}))
+    assert default.throttle.interval == pytest.approx(1 / 30)
+    assert provider(fake, sleeps, max_requests_per_second=5.0).throttle.interval == pytest.approx(
+        0.2
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "err", "status", "reason"),
+    [
+        ("delivered", "0", "delivered", "delivered"),
+        ("accepted", "0", "sent", "accepted"),
+        ("buffered", "0", "sent", "buffered"),
+        ("expired", "2", "failed", "Absent subscriber (temporary)"),
+        ("failed", "9", "failed", "Illegal number"),
+        ("rejected", "6", "failed", "Anti-spam rejection"),
+    ],
+)
+def test_delivery_receipt_maps_each_status_family(fake, sleeps, name, err, status, reason):
+    plugin = provider(fake, sleeps, options={"apiKey": "key1", "callbackSecret": "s3"})
+    body = {
+        "msisdn": "447700900001",
+        "to": "IMQS",
+        "network-code": "23410",
+        "messageId": "0A01-0",
+        "price": "0.0333",
+        "status": name,
+        "scts": "2001011400",
+        "err-code": err,
+        "client-ref": "11",
+        "message-timestamp": "2020-01-01 12:00:00",
+    }
+    [update] = plugin.parse_receipt(
+        Receipt("POST", "https://us/cb?secret=s3", {}, {"secret": "s3"}, json=body)
+    )
+    assert (update.provider_id, update.status, update.code, update.reason) == (
+        "0A01-0",
+        status,
+        err,
+        reason,
+    )
+
+
+def test_delivery_receipt_with_a_wrong_secret_is_rejected(fake, sleeps):
+    plugin = provider(fake, sleeps, options={"apiKey": "key1", "callbackSecret": "s3"})
+    with pytest.raises(ReceiptRejected):
+        plugin.parse_receipt(
+            Receipt("GET", "https://us/cb?secret=s4", {}, {"secret": "s4", "messageId": "x"})
+        )
+
+
+def test_sendsms_through_vonage(fake, make_app, db):
+    fake.default = by_number
+    config = base_config(
+        name="vonage", token="sec", url=fake.url, options={"apiKey": "key1"}, **{"from": "IMQS"}
+    )
+    client = make_app(config).test_client()
+    body = client.post(
+        "/sendsms", json={"message": "hi", "msisdns": ["0830000001", "0830000002"]}
+    ).get_json()
+    assert (body["sendSuccess"], body["messagesSent"]) == (True, 1)
+    assert rows(db, "SELECT providerid, status, errorcode, reason FROM sms ORDER BY id") == [
+        ("0A01-0", "sent", None, None),
+        (None, "failed", "3", "Invalid to number"),
+    ]
