@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export MESSAGING_CONFIG ?= config.json
 
-.PHONY: run test soak bench lint format clean
+.PHONY: run test e2e soak bench lint format clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
@@ -24,6 +24,11 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/ruff check messaging tests bench
 	$(BIN)/python -m pytest -m "not slow" -q
+
+## The production path for real: nginx (installed with apt-get if missing, as root) ->
+## gunicorn -> PostgreSQL, poll-status as cron runs it; checks the database, stops it all.
+e2e: $(VENV)/.installed
+	$(BIN)/python tests/e2e/run.py
 
 ## The long load, soak and full differential tests.
 soak: $(VENV)/.installed

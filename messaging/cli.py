@@ -1,10 +1,17 @@
 """Commands (`flask --app messaging ...` or `messaging ...`): thin wrappers over service."""
 
+import csv
+import functools
+import getpass
+import sys
+from datetime import UTC, datetime, timedelta
+
 import click
 from flask import current_app
-from flask.cli import FlaskGroup
+from flask.cli import FlaskGroup, with_appcontext
 
-from messaging import db
+from messaging import db, queries, service
+from messaging.errors import MessagingError
 
 db_group = click.Group("db", help="Database schema commands.")
 
@@ -20,23 +27,124 @@ def db_upgrade():
     click.echo(f"applied {len(applied)} migration(s); schema version {version}")
 
 
+# --- flask send / flask stats ---
+
+NUMBER_COLUMNS = ("msisdn", "msisdns", "number", "numbers", "mobile", "phone", "cell")
+
+
+def read_numbers(stream) -> list[str]:
+    """Read numbers from a CSV: the column named like msisdn/number/phone, else the first."""
+    rows = [row for row in csv.reader(stream) if any(cell.strip() for cell in row)]
+    column = 0
+    if rows:
+        header = [cell.strip().lower() for cell in rows[0]]
+        named = [i for i, name in enumerate(header) if name in NUMBER_COLUMNS]
+        if named:
+            column, rows = named[0], rows[1:]
+    return [row[column].strip() for row in rows if len(row) > column and row[column].strip()]
+
+
+@click.command("send")
+@click.option("--message", "-m", required=True, help="The text to send.")
+@click.option(
+    "--file",
+    "-f",
+    "numbers_file",
+    required=True,
+    type=click.File("r", encoding="utf-8-sig"),
+    help="CSV of numbers: a column named msisdn/number/phone, else the first column.",
+)
+@click.option("--from", "sender", default=None, help="Sender id (default smsProvider.from).")
+@with_appcontext
+def send_command(message, numbers_file, sender):
+    """Send MESSAGE to every number in a CSV file and print the refNumber."""
+    numbers = read_numbers(numbers_file)
+    services = current_app.extensions["messaging"]
+    originator = f"cli:{getpass.getuser()}"
+    try:
+        progress = click.progressbar(length=len(numbers), label="sending", file=sys.stderr)
+        with progress as bar:
+            outcome = service.send_sms(
+                services, message, numbers, sender, originator, on_batch=bar.update
+            )
+    except MessagingError as err:
+        raise click.ClickException(err.message) from None
+    click.echo(
+        f"valid {outcome.valid_numbers}, invalid {outcome.invalid_numbers}, duplicates "
+        f"{outcome.duplicate_numbers}; accepted by the provider {outcome.messages_sent}",
+        err=True,
+    )
+    if not outcome.send_success:
+        click.echo(f"send failed: {outcome.status_description}", err=True)
+    elif outcome.status_description:
+        click.echo(outcome.status_description, err=True)
+    click.echo(f"refNumber {outcome.ref_number}")
+    if not outcome.send_success:
+        raise SystemExit(1)
+
+
+def parse_time(value: str | None, option: str) -> datetime | None:
+    """Parse an ISO 8601 date or time; naive means UTC. Returns naive UTC (as stored)."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 date or time (2026-01-31 or 2026-01-31T08:00)",
+            param_hint=option,
+        ) from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment
+
+
+@click.command("stats")
+@click.option("--since", help="Start, ISO 8601, UTC unless a zone is given (default: 24 h ago).")
+@click.option("--until", help="End (exclusive), ISO 8601 (default: now).")
+@with_appcontext
+def stats_command(since, until):
+    """Print message totals by status for sends made in a time range."""
+    end = parse_time(until, "--until") or datetime.now(UTC).replace(tzinfo=None)
+    start = parse_time(since, "--since") or end - timedelta(days=1)
+    if start >= end:
+        raise click.BadParameter("--since must be before --until", param_hint="--since")
+    with db.get_db().transaction() as cur:
+        totals, sends = queries.status_totals(cur, start, end)
+    click.echo(f"sends from {start:%Y-%m-%d %H:%M:%S} to {end:%Y-%m-%d %H:%M:%S} UTC: {sends}")
+    for status in ("delivered", "failed", "sent", "queued"):
+        click.echo(f"{status:<10} {totals[status]:>10}")
+    click.echo(f"{'total':<10} {sum(totals.values()):>10}")
+
+
 def init_app(app) -> None:
+    app.cli.add_command(send_command)
+    app.cli.add_command(stats_command)
     app.cli.add_command(db_group)
     app.shell_context_processor(shell_context)
 
 
 def shell_context() -> dict:
     """Preload the service objects into `flask shell`."""
-    from messaging import queries, service  # noqa: PLC0415 - shell only
-
     services = current_app.extensions["messaging"]
+
+    def sql(query: str, *params) -> list[tuple]:
+        """Run one SQL statement in its own transaction; return its rows (if any)."""
+        with services.db.transaction() as cur:
+            cur.execute(query, params)
+            return cur.fetchall() if cur.description else []
+
     return {
         "services": services,
         "config": services.config,
         "db": services.db,
+        "sql": sql,
         "provider": services.provider,
         "service": service,
         "queries": queries,
+        "send_sms": functools.partial(service.send_sms, services),
+        "message_status": functools.partial(service.message_status, services),
+        "normalize": functools.partial(service.normalize, services),
     }
 
 

@@ -57,3 +57,67 @@ def describe(err: ValidationError) -> str:
         text = " ".join(problems) if isinstance(problems, list) else str(problems)
         parts.append(text if field_name == "_schema" else f"{field_name}: {text}")
     return "; ".join(parts)
+
+
+# --- shapes of the operator endpoints and errors (documented in /openapi.json) ---
+
+
+class PingResponse(Schema):
+    Timestamp = fields.Integer(required=True, metadata={"description": "Unix seconds"})
+
+
+class HealthResponse(Schema):
+    status = fields.String(required=True, metadata={"enum": ["ok", "unavailable"]})
+    database = fields.String(
+        required=True,
+        metadata={"description": '"ok", or "unavailable: <reason>" naming what failed'},
+    )
+    provider = fields.String(required=True, metadata={"description": "smsProvider.name"})
+
+
+class InternalErrorResponse(Schema):
+    error = fields.String(required=True)
+    requestId = fields.String(
+        required=True, metadata={"description": "quote it to find the logged traceback"}
+    )
+
+
+class SendSummary(Schema):
+    refNumber = fields.String(required=True)
+    originator = fields.String(required=True)
+    time = fields.String(
+        required=True, allow_none=True, metadata={"description": "UTC, ISO 8601 with Z"}
+    )
+    sender = fields.String(data_key="from", required=True, allow_none=True)
+    message = fields.String(required=True, allow_none=True)
+    quantity = fields.Integer(required=True, allow_none=True)
+    sent = fields.Integer(required=True)
+    delivered = fields.Integer(required=True)
+    failed = fields.Integer(required=True)
+    status = fields.String(required=True, allow_none=True)
+    description = fields.String(required=True)
+
+
+class RecipientStatus(Schema):
+    msisdn = fields.String(required=True)
+    status = fields.String(
+        required=True, metadata={"enum": ["queued", "sent", "delivered", "failed"]}
+    )
+    providerId = fields.String(required=True, allow_none=True)
+    errorCode = fields.String(required=True, allow_none=True)
+    reason = fields.String(required=True, allow_none=True)
+    statusTime = fields.String(required=True, allow_none=True)
+
+
+class SendReport(Schema):
+    send = fields.Nested(SendSummary, required=True)
+    recipients = fields.List(fields.Nested(RecipientStatus), required=True)
+    page = fields.Integer(required=True)
+    pageSize = fields.Integer(required=True)
+    total = fields.Integer(required=True, metadata={"description": "recipients in the send"})
+
+
+class ReceiptResponse(Schema):
+    received = fields.Integer(required=True, metadata={"description": "status updates read"})
+    updated = fields.Integer(required=True, metadata={"description": "messages made final"})
+    unknown = fields.Integer(required=True, metadata={"description": "ids matching no message"})

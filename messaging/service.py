@@ -2,9 +2,10 @@
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from messaging import queries
+from messaging import metrics, queries
 from messaging.config import Config
 from messaging.db import Database
 from messaging.errors import InvalidInput, ProviderError
@@ -55,12 +56,18 @@ def validate_message(message: str, max_segments: int) -> int:
 
 
 def send_sms(
-    services: Services, message: str, msisdns: list[str], sender: str | None, originator: str
+    services: Services,
+    message: str,
+    msisdns: list[str],
+    sender: str | None,
+    originator: str,
+    on_batch: Callable[[int], None] | None = None,
 ) -> SendOutcome:
     """Record a send and its recipients, hand them to the provider in batches, record each outcome.
 
     The send and every recipient are committed (status queued) before the first
     provider call; no transaction is open while the provider is working.
+    `on_batch(size)` is called after each batch is recorded (a progress bar's hook).
     """
     settings = services.config.provider
     segments = validate_message(message, settings.max_message_segments)
@@ -93,9 +100,10 @@ def send_sms(
         failure = ProviderError(*DISABLED)
         _record_failed(services.db, sendlog_id, recipients, *DISABLED)
     else:
-        failure, sent = _dispatch(services, sendlog_id, recipients, message, sender)
+        failure, sent = _dispatch(services, sendlog_id, recipients, message, sender, on_batch)
 
     rejected = len(recipients) - sent
+    metrics.record_messages(services.provider.name, sent=sent, failed=rejected)
     if failure is not None:
         description = failure.message
     elif rejected:
@@ -118,7 +126,7 @@ def send_sms(
 
 
 def _dispatch(
-    services, sendlog_id, recipients, message, sender
+    services, sendlog_id, recipients, message, sender, on_batch=None
 ) -> tuple[ProviderError | None, int]:
     """Send batch by batch; after a whole-request failure, fail the rest with its reason.
 
@@ -128,14 +136,14 @@ def _dispatch(
     batch_size = min(services.config.provider.max_batch_size, provider.max_batch_size)
     failure = None
     sent = 0
-    for start in range(0, len(recipients), batch_size):
-        batch = recipients[start : start + batch_size]
+    for batch in _batches(recipients, batch_size, on_batch):
         if failure is not None:
             _record_failed(services.db, sendlog_id, batch, failure.code, failure.description)
             continue
         began = time.perf_counter()
         try:
-            results = provider.send_batch(batch, message, sender)
+            with metrics.provider_call(provider.name, "send"):
+                results = provider.send_batch(batch, message, sender)
         except ProviderError as err:
             log.warning(
                 "send %s: provider %s refused a batch of %d: %s",
@@ -161,6 +169,15 @@ def _dispatch(
         )
         sent += _record_results(services.db, sendlog_id, batch, results)
     return failure, sent
+
+
+def _batches(recipients, size, on_batch):
+    """Yield batches of `size`; report each one to `on_batch` once the caller is done with it."""
+    for start in range(0, len(recipients), size):
+        batch = recipients[start : start + size]
+        yield batch
+        if on_batch is not None:
+            on_batch(len(batch))
 
 
 def _record_results(db: Database, sendlog_id, batch, results) -> int:
@@ -221,7 +238,8 @@ def message_status(services: Services, msisdn: str) -> str | None:
     if status != "sent" or not provider_id or not provider.can_query_status:
         return status
     try:
-        updates = provider.query_status([provider_id])
+        with metrics.provider_call(provider.name, "status"):
+            updates = provider.query_status([provider_id])
     except Exception as err:  # the stored answer is still true, only not fresh
         log.warning("status query for %s failed: %s", provider_id, err)
         return status

@@ -1,0 +1,80 @@
+"""gunicorn settings for messaging: `gunicorn --config deploy/gunicorn.conf.py wsgi:app`.
+
+Anything given on the command line (`--bind`, `--workers`) wins over this file, so
+`make run`, the systemd unit and `make e2e` all use it. Environment knobs:
+  MESSAGING_BIND            where to listen when no --bind is given (127.0.0.1:2016)
+  WEB_CONCURRENCY           worker processes (default: 2 per CPU + 1)
+  MESSAGING_METRICS_DIR     where workers keep their metrics and poll-status adds its runs
+                            (default: a fresh temp dir; PROMETHEUS_MULTIPROC_DIR wins if set)
+"""
+
+import multiprocessing
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+# prometheus-client multiprocess mode: every worker writes its metrics into this
+# directory and /metrics sums them. It must be set before anything imports the app
+# (prometheus-client picks its mode on import, and workers inherit the master's modules).
+_own_metrics_dir = None
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if os.environ.get("MESSAGING_METRICS_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["MESSAGING_METRICS_DIR"]
+    else:
+        _own_metrics_dir = tempfile.mkdtemp(prefix="messaging-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir
+
+bind = os.environ.get("MESSAGING_BIND", "127.0.0.1:2016")
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
+# Sync workers: one request at a time each, nginx buffers slow clients in front of them.
+worker_class = "sync"
+
+
+def _provider_budget() -> float:
+    """Longest a provider call may take: every attempt timing out, plus back-off."""
+    from messaging.config import ConfigError, load_config  # noqa: PLC0415 - after the env
+
+    try:
+        provider = load_config().provider
+    except ConfigError:
+        return 120.0  # the app itself will say what is wrong with the config
+    return provider.timeout * (provider.retries + 1) + 10 * provider.retries
+
+
+# A sync worker silent longer than `timeout` is killed: let a send of several batches
+# outlive the provider's own timeouts and retries (nginx's proxy_read_timeout matches).
+timeout = max(300, int(_provider_budget() * 2))
+graceful_timeout = 60
+keepalive = 5
+# Restart each worker now and then (jittered) to bound any slow leak.
+max_requests = 10000
+max_requests_jitter = 1000
+
+accesslog = "-"
+errorlog = "-"
+# The request id the app answers with (nginx's $request_id when it sent one).
+access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms rid=%({x-request-id}o)s "%(a)s"'
+# nginx sets these; trust them only from itself on loopback.
+forwarded_allow_ips = "127.0.0.1,::1"
+control_socket_disable = True
+
+
+def on_starting(server):
+    """Start from empty metric files: those of a previous run's workers are stale."""
+    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server, worker):
+    """Mark a finished worker dead, so its live gauges stop counting."""
+    from prometheus_client import multiprocess  # noqa: PLC0415 - after the env is set
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _own_metrics_dir:
+        shutil.rmtree(_own_metrics_dir, ignore_errors=True)
