@@ -4,7 +4,7 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from messaging import api, auth, cli, db, logs, ops, web
+from messaging import api, auth, cli, db, logs, ops, receipts, web
 from messaging.config import Config, config_from_mapping, load_config
 from messaging.msisdn import Normaliser
 from messaging.providers.base import load_provider
@@ -33,6 +33,7 @@ def create_app(test_config: Config | Mapping | None = None) -> Flask:
     auth.init_app(app, config.authentication)
     web.register_error_handlers(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(receipts.bp)
     ops.init_app(app)
     cli.init_app(app)
     app.wsgi_app = web.CaseInsensitivePaths(app.wsgi_app)

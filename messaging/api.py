@@ -6,7 +6,7 @@ import time
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import ValidationError
 
-from messaging import idempotency, service
+from messaging import idempotency, sends, service
 from messaging.auth import authenticate
 from messaging.errors import InvalidInput
 from messaging.schemas import NormalizeRequest, SendSmsRequest, SendSmsResponse, describe
@@ -101,6 +101,12 @@ def send_sms():
 def message_status(msisdn):
     status = service.message_status(services(), msisdn)
     return Response(status or NO_DATA, mimetype="text/plain")
+
+
+@bp.route("/sends/<ref>", methods=["GET"])
+def send_report(ref):
+    page, page_size = sends.parse_paging(request.args.get("page"), request.args.get("pageSize"))
+    return jsonify(sends.send_report(services(), sends.parse_ref(ref), page, page_size))
 
 
 @bp.route("/normalize", methods=["POST"])

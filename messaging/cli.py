@@ -4,13 +4,15 @@ import csv
 import functools
 import getpass
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 
 import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
-from messaging import db, queries, service
+from messaging import db, polling, queries, service
+from messaging.config import ConfigError, parse_duration
 from messaging.errors import MessagingError
 
 db_group = click.Group("db", help="Database schema commands.")
@@ -117,7 +119,87 @@ def stats_command(since, until):
     click.echo(f"{'total':<10} {sum(totals.values()):>10}")
 
 
+EVERY_FROM_CONFIG = "updateInverval"
+PROGRESS_FROM = 300  # messages; fewer finish before a bar would help
+
+
+@click.command("poll-status")
+@click.option(
+    "--every",
+    metavar="DURATION",
+    is_flag=False,
+    flag_value=EVERY_FROM_CONFIG,
+    default=None,
+    help="Keep polling at this interval (e.g. 15m) instead of once; "
+    "without a value, deliveryStatus.updateInverval.",
+)
+@click.option(
+    "--window",
+    metavar="DURATION",
+    default=None,
+    help="Ask about messages sent within this (default deliveryStatus.window).",
+)
+@with_appcontext
+def poll_status(every, window):
+    """Ask the provider about messages still `sent` and store the answers (run by cron).
+
+    Exits 1 when the provider or the database failed.
+    """
+    services = current_app.extensions["messaging"]
+    settings = services.config.delivery_status
+    if not settings.enabled:
+        click.echo("poll-status: status polling is disabled (deliveryStatus.enabled is false)")
+        return
+    provider = services.provider
+    if not provider.can_query_status:
+        click.echo(
+            f"poll-status: {provider.name} has no status query; its delivery receipts "
+            f"arrive at POST /callbacks/{provider.name}"
+        )
+        return
+    window_seconds = _duration(window, "--window") if window else None
+    if every is None:
+        summary = _poll_once(services, window_seconds)
+        click.get_current_context().exit(0 if summary.ok else 1)
+    interval = settings.update_interval
+    if every != EVERY_FROM_CONFIG:
+        interval = _duration(every, "--every")
+    click.echo(f"poll-status: polling every {interval:g}s; Ctrl-C stops")
+    try:
+        while True:
+            began = time.monotonic()
+            _poll_once(services, window_seconds)
+            time.sleep(max(0.0, interval - (time.monotonic() - began)))
+    except KeyboardInterrupt:
+        click.echo("poll-status: stopped")
+
+
+def _duration(text: str, option: str) -> float:
+    try:
+        return parse_duration(text, option)
+    except ConfigError as err:
+        raise click.BadParameter(str(err), param_hint=option) from None
+
+
+def _poll_once(services, window_seconds) -> polling.PollSummary:
+    """One run; a progress bar on a terminal when there is much to do."""
+    due = 0
+    if sys.stdout.isatty():
+        try:
+            due = polling.due_count(services, window_seconds)
+        except MessagingError:
+            due = 0  # the run itself reports the database failure
+    if due >= PROGRESS_FROM:
+        with click.progressbar(length=due, label="poll-status") as bar:
+            summary = polling.poll(services, window_seconds, progress=bar.update)
+    else:
+        summary = polling.poll(services, window_seconds)
+    click.echo(summary.line())
+    return summary
+
+
 def init_app(app) -> None:
+    app.cli.add_command(poll_status)
     app.cli.add_command(send_command)
     app.cli.add_command(stats_command)
     app.cli.add_command(db_group)

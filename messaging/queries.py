@@ -194,3 +194,192 @@ def status_totals(cur, since, until):
     sends, delivered, failed, sent, queued = cur.fetchone()
     totals = {"delivered": delivered, "failed": failed, "sent": sent, "queued": queued}
     return {status: int(count) for status, count in totals.items()}, sends
+
+
+# --- delivery status: poll-status claims, row locks for status writers, one send's report ---
+
+
+POLL_CLAIM_LOCK = 727_003  # advisory lock id: poll claims are taken one at a time
+# An id inside a claimed range that the poll run started at %(run_start)s must leave alone.
+_CLAIMED_FOR_RUN = """
+    EXISTS (SELECT 1 FROM poll_claims
+            WHERE polluntil >= %(run_start)s AND sms.id BETWEEN first_id AND last_id)
+"""
+
+
+def poll_start(cur, window_seconds):
+    """Start a poll run: drop stale claims; return (now, window start, first id to look at).
+
+    The window start is in sms.senttime's UTC. A claim dated before the window covers
+    messages sent before it, so no run needs it any more.
+    """
+    cur.execute(
+        f"SELECT now(), {NOW_UTC} - make_interval(secs => %s)",
+        (window_seconds,),
+    )
+    run_start, window_start = cur.fetchone()
+    cur.execute(
+        "DELETE FROM poll_claims WHERE polluntil < now() - make_interval(secs => %s)",
+        (window_seconds,),
+    )
+    cur.execute("SELECT min(id) FROM sms WHERE status = 'sent' AND senttime >= %s", (window_start,))
+    return run_start, window_start, cur.fetchone()[0]
+
+
+def count_due_messages(cur, window_start, run_start):
+    """Count messages a poll run started at `run_start` would ask about (for a progress bar)."""
+    cur.execute(
+        f"""
+        SELECT count(*) FROM sms
+        WHERE status = 'sent' AND senttime >= %(window_start)s AND providerid <> ''
+          AND NOT {_CLAIMED_FOR_RUN}
+        """,
+        {"window_start": window_start, "run_start": run_start},
+    )
+    return cur.fetchone()[0]
+
+
+def claim_due_messages(cur, after_id, window_start, run_start, lease_seconds, limit):
+    """Claim the next `limit` due messages after `after_id`; return (claim id, [(id, providerid)]).
+
+    Due: still `sent`, sent within the window, outside every range another run holds or
+    asked about since `run_start`. The claim is their id range with a lease; claims are
+    taken one at a time, so two runs never claim one message. Returns (None, []) when
+    nothing after `after_id` is due.
+    """
+    cur.execute("SELECT pg_advisory_xact_lock(%s)", (POLL_CLAIM_LOCK,))
+    cur.execute(
+        f"""
+        SELECT id, providerid FROM sms
+        WHERE status = 'sent' AND id > %(after)s AND senttime >= %(window_start)s
+          AND providerid <> '' AND NOT {_CLAIMED_FOR_RUN}
+        ORDER BY id
+        LIMIT %(limit)s
+        """,
+        {"after": after_id, "window_start": window_start, "run_start": run_start, "limit": limit},
+    )
+    due = cur.fetchall()
+    if not due:
+        return None, []
+    cur.execute(
+        """
+        INSERT INTO poll_claims (first_id, last_id, polluntil)
+        VALUES (%s, %s, now() + make_interval(secs => %s))
+        RETURNING id
+        """,
+        (due[0][0], due[-1][0], lease_seconds),
+    )
+    return cur.fetchone()[0], due
+
+
+def release_poll_claim(cur, claim_id):
+    """End a claim's lease: its messages were asked about now."""
+    cur.execute("UPDATE poll_claims SET polluntil = now() WHERE id = %s", (claim_id,))
+
+
+def lock_unresolved(cur, sms_ids):
+    """Lock the messages still `sent` among these, then their sends; return [(id, providerid)].
+
+    Multi-row status writers call this (or lock_unresolved_by_provider_id) before
+    apply_status_updates: rows are locked messages first, then sends, each in id order,
+    so two writers never wait on each other in a cycle.
+    """
+    cur.execute(
+        """
+        SELECT id, providerid, sendlogid FROM sms
+        WHERE id = ANY(%s::int[]) AND status = 'sent'
+        ORDER BY id
+        FOR UPDATE
+        """,
+        (sms_ids,),
+    )
+    return _lock_sends(cur, cur.fetchall())
+
+
+def lock_unresolved_by_provider_id(cur, provider_ids):
+    """Like lock_unresolved, by provider id; also return the provider ids we know at all.
+
+    Returns ([(id, providerid)] still `sent`, {provider ids of any message}).
+    """
+    cur.execute(
+        "SELECT DISTINCT providerid FROM sms WHERE providerid = ANY(%s::varchar[])",
+        (provider_ids,),
+    )
+    known = {row[0] for row in cur.fetchall()}
+    cur.execute(
+        """
+        SELECT id, providerid, sendlogid FROM sms
+        WHERE providerid = ANY(%s::varchar[]) AND status = 'sent'
+        ORDER BY id
+        FOR UPDATE
+        """,
+        (provider_ids,),
+    )
+    return _lock_sends(cur, cur.fetchall()), known
+
+
+def _lock_sends(cur, messages):
+    sendlog_ids = sorted({sendlog_id for _, _, sendlog_id in messages if sendlog_id is not None})
+    if sendlog_ids:
+        cur.execute(
+            "SELECT id FROM sendlog WHERE id = ANY(%s::int[]) ORDER BY id FOR UPDATE",
+            (sendlog_ids,),
+        )
+    return [(sms_id, provider_id) for sms_id, provider_id, _ in messages]
+
+
+def find_send(cur, sendlog_id):
+    """Return one send's row as a dict, or None."""
+    cur.execute(
+        """
+        SELECT id, originator, senttime, sender, message, quantity,
+               sent, delivered, failed, status, description
+        FROM sendlog WHERE id = %s
+        """,
+        (sendlog_id,),
+    )
+    row = cur.fetchone()
+    if row is None:
+        return None
+    return dict(zip([column.name for column in cur.description], row, strict=True))
+
+
+def count_recipients(cur, sendlog_id):
+    cur.execute("SELECT count(*) FROM sms WHERE sendlogid = %s", (sendlog_id,))
+    return cur.fetchone()[0]
+
+
+def send_recipients(cur, sendlog_id, limit, offset):
+    """Return one page of a send's messages in order, as
+    (msisdn, status, providerid, errorcode, reason, statustimestamp)."""
+    cur.execute(
+        """
+        SELECT msisdn, status, providerid, errorcode, reason, statustimestamp
+        FROM sms WHERE sendlogid = %s
+        ORDER BY id
+        LIMIT %s OFFSET %s
+        """,
+        (sendlog_id, limit, offset),
+    )
+    return cur.fetchall()
+
+
+def status_totals(cur, since, until):
+    """Return ({status: messages}, number of sends) for sends made in [since, until) UTC.
+
+    Read from the sendlog counters, which always equal their messages' statuses: one
+    row per send rather than one per recipient.
+    """
+    cur.execute(
+        """
+        SELECT count(*), COALESCE(sum(delivered), 0), COALESCE(sum(failed), 0),
+               COALESCE(sum(sent), 0),
+               COALESCE(sum(quantity - COALESCE(delivered, 0) - COALESCE(failed, 0)
+                             - COALESCE(sent, 0)), 0)
+        FROM sendlog WHERE senttime >= %s AND senttime < %s
+        """,
+        (since, until),
+    )
+    sends, delivered, failed, sent, queued = cur.fetchone()
+    totals = {"delivered": delivered, "failed": failed, "sent": sent, "queued": queued}
+    return {status: int(count) for status, count in totals.items()}, sends

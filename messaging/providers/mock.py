@@ -13,18 +13,28 @@ Status query (by the last digit of the number in the provider id):
   - 0 to 5: delivered (code 004);
   - 6 or 7: failed (code 005 "Delivery failed");
   - 8: still in flight (sent, code 002).
+  Any number of ids in one call (`status_batch_size`).
+Push receipts (`POST /callbacks/MockProvider`):
+  - body: JSON `{"id": "<provider id>", "status": "delivered" | "failed" | "sent",
+    "code": "...", "reason": "..."}` (code and reason optional), or a list of them;
+  - header `X-Mock-Signature`: the hex HMAC-SHA256 of the raw body keyed by
+    `smsProvider.token`. Missing or wrong, or no token configured: refused (403).
 Segments: counted by GSM 03.38 rules for the text.
 """
 
+import hashlib
+import hmac
+import json
 import threading
 from collections import deque
 
-from messaging.errors import ProviderError
+from messaging.errors import InvalidInput, ProviderError, ReceiptRejected
 from messaging.providers.base import (
     DELIVERED,
     FAILED,
     SENT,
     Provider,
+    Receipt,
     Recipient,
     SendResult,
     StatusUpdate,
@@ -45,12 +55,21 @@ STATUS_BY_LAST_DIGIT = {
     "8": (SENT, "002", "Queued at gateway"),
 }
 REJECTED_LAST_DIGIT = "9"
+SIGNATURE_HEADER = "X-Mock-Signature"
+RECEIPT_STATUSES = (DELIVERED, FAILED, SENT)
+
+
+def receipt_signature(token: str, body: bytes) -> str:
+    """Return the X-Mock-Signature value for a receipt body."""
+    return hmac.new(token.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
 class MockProvider(Provider):
     name = "MockProvider"
     max_batch_size = 10_000
     can_query_status = True
+    status_batch_size = 10_000
+    receipt_auth = "signature"
 
     def __init__(self, settings):
         super().__init__(settings)
@@ -101,4 +120,36 @@ class MockProvider(Provider):
                 parts[1][-1], (FAILED, "005", "Delivery failed")
             )
             updates.append(StatusUpdate(provider_id, status, code, reason))
+        return updates
+
+    def parse_receipt(self, receipt: Receipt) -> list[StatusUpdate]:
+        token = self.settings.token
+        if not token:
+            raise ReceiptRejected("MockProvider: no smsProvider.token to check receipts with")
+        given = receipt.headers.get(SIGNATURE_HEADER, "")
+        expected = receipt_signature(token, receipt.body)
+        if not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode()):
+            raise ReceiptRejected("MockProvider: receipt signature does not match")
+        try:
+            answer = json.loads(receipt.body)
+        except ValueError:
+            raise InvalidInput("MockProvider receipt: body is not JSON") from None
+        items = answer if isinstance(answer, list) else [answer]
+        updates = []
+        for item in items:
+            if not (
+                isinstance(item, dict)
+                and isinstance(item.get("id"), str)
+                and item["id"]
+                and item.get("status") in RECEIPT_STATUSES
+                and isinstance(item.get("code", ""), str)
+                and isinstance(item.get("reason", ""), str)
+            ):
+                raise InvalidInput(
+                    'MockProvider receipt: expected {"id": "...", "status": '
+                    '"delivered"|"failed"|"sent", "code"?: "...", "reason"?: "..."} or a list'
+                )
+            updates.append(
+                StatusUpdate(item["id"], item["status"], item.get("code"), item.get("reason"))
+            )
         return updates

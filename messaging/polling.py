@@ -1,0 +1,280 @@
+"""poll-status: ask the provider about every message still in flight and store the answers.
+
+A run works in chunks, on a few lanes (threads) at once. Each chunk takes three steps,
+and no transaction is open while the provider works (STYLE rule 4):
+
+1. claim: a short transaction takes the next chunk of due messages (a cursor over the
+   ids of messages still `sent`, shared by the run's lanes) and a lease on their id
+   range (a row in `poll_claims`), then commits;
+2. ask: the provider is queried, in batches when it takes many ids a call
+   (`status_batch_size`), else one id a call, the lanes bounding the parallel requests;
+3. store: a short transaction locks the chunk's messages still `sent`, then their sends,
+   each in id order, stores the final answers with `queries.apply_status_updates`, and
+   marks the rest as asked about now.
+
+Due means: status `sent`, sent within the window, and in no range claimed or asked
+about since this run started. So several runs at once (overlapping cron runs, several
+hosts) share the work: none asks about a message another has claimed or has just asked
+about, no run asks twice about one message, and no transition is counted twice. A run
+that dies leaves its claims to expire with their lease.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from messaging import queries
+from messaging.errors import MessagingError, ProviderError
+from messaging.providers.base import DELIVERED, FAILED, Provider, StatusUpdate
+from messaging.service import Services
+
+log = logging.getLogger(__name__)
+
+FINAL = (DELIVERED, FAILED)
+# Messages claimed at once by one lane, when the provider takes many ids in one call...
+BATCH_CHUNK = 5000
+BATCH_LANES = 2
+# ... and when it takes one id a call: the lanes are the parallel provider requests.
+SINGLE_CHUNK = 10
+SINGLE_LANES = 8
+# Seconds a provider call may take beyond timeout x attempts (backoff sleeps), and a margin.
+BACKOFF_ALLOWANCE = 30.0
+LEASE_MARGIN = 60.0
+LOGGED_ERRORS = 10  # provider errors logged one by one per run; the rest are counted
+
+
+def status_batch_size(provider: Provider) -> int:
+    """Return how many ids the provider takes in one status query (1 unless it says more)."""
+    return max(1, int(getattr(provider, "status_batch_size", 1)))
+
+
+@dataclass
+class PollSummary:
+    checked: int = 0
+    delivered: int = 0
+    failed: int = 0
+    in_flight: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    database_error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not self.database_error
+
+    def line(self) -> str:
+        text = (
+            f"poll-status: checked {self.checked}, delivered {self.delivered}, "
+            f"failed {self.failed}, still in flight {self.in_flight}, "
+            f"errors {self.errors} in {self.seconds:.2f}s"
+        )
+        if self.database_error:
+            text += f"; stopped: {self.database_error}"
+        return text
+
+
+def due_count(services: Services, window_seconds: float | None = None) -> int:
+    """Count the messages a run starting now would ask about."""
+    window = window_seconds or services.config.delivery_status.window
+    with services.db.transaction() as cur:
+        run_start, window_start, _ = queries.poll_start(cur, window)
+        return queries.count_due_messages(cur, window_start, run_start)
+
+
+def poll(
+    services: Services,
+    window_seconds: float | None = None,
+    *,
+    lanes: int | None = None,
+    chunk_size: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> PollSummary:
+    """Ask the provider about every message still `sent` within the window; store answers.
+
+    `progress` is called with the number of messages each finished chunk covered.
+    Provider errors are counted and logged and the run goes on; a database failure
+    stops the run and is reported in `database_error`.
+    """
+    began = time.perf_counter()
+    provider = services.provider
+    summary = PollSummary()
+    if not provider.can_query_status:
+        return summary
+    batch = status_batch_size(provider)
+    if chunk_size is None:
+        chunk_size = min(batch, BATCH_CHUNK) if batch > 1 else SINGLE_CHUNK
+    if lanes is None:
+        lanes = BATCH_LANES if batch > 1 else SINGLE_LANES
+    calls = -(-chunk_size // batch)
+    settings = provider.settings
+    attempt = settings.timeout * (settings.retries + 1) + BACKOFF_ALLOWANCE * settings.retries
+    lease = calls * attempt + LEASE_MARGIN
+
+    run = _Run(services, batch, chunk_size, lease, summary, progress)
+    try:
+        with services.db.transaction() as cur:
+            run.run_start, run.window_start, first_id = queries.poll_start(
+                cur, window_seconds or services.config.delivery_status.window
+            )
+    except MessagingError as err:
+        summary.database_error = err.message
+    else:
+        if first_id is not None:
+            run.cursor = first_id - 1
+            run.go(lanes)
+    summary.seconds = time.perf_counter() - began
+    if run.unlogged_errors:
+        log.warning("%d more provider errors this run (not logged one by one)", run.unlogged_errors)
+    log.debug("%s", summary.line())  # the command prints it
+    return summary
+
+
+class _Run:
+    """One poll run's shared state: the clock, the totals, and the lanes' stop signal."""
+
+    def __init__(self, services, batch, chunk_size, lease, summary, progress):
+        self.db = services.db
+        self.provider = services.provider
+        self.batch = batch
+        self.chunk_size = chunk_size
+        self.lease = lease
+        self.summary = summary
+        self.progress = progress
+        self.run_start = self.window_start = None
+        self.cursor = 0  # the last id looked at; the lanes claim after it, in turn
+        self.claim_lock = threading.Lock()
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.logged_errors = 0
+        self.unlogged_errors = 0
+
+    def go(self, lanes: int) -> None:
+        if lanes <= 1:
+            self.lane()
+            return
+        threads = [
+            threading.Thread(target=self.lane, name=f"poll-lane-{n}", daemon=True)
+            for n in range(lanes)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                thread.join()
+        except KeyboardInterrupt:
+            # Claims of unfinished chunks expire with their lease.
+            self.stop.set()
+            raise
+
+    def lane(self) -> None:
+        """Claim, ask, store, until nothing is due or the run stops."""
+        while not self.stop.is_set():
+            try:
+                claim_id, claimed = self.claim()
+                if claim_id is None:
+                    return
+                answers, unanswered = self.ask([provider_id for _, provider_id in claimed])
+                self.store(claim_id, claimed, answers, unanswered)
+            except MessagingError as err:
+                self.fail(err.message)
+                return
+            except Exception:
+                log.exception("poll-status stopped by an unexpected error")
+                self.fail("unexpected error (see the log)")
+                return
+
+    def claim(self) -> tuple[int | None, list[tuple[int, str]]]:
+        """Claim the next chunk of due messages; (None, []) when none is left."""
+        with self.claim_lock, self.db.transaction() as cur:
+            claim_id, claimed = queries.claim_due_messages(
+                cur, self.cursor, self.window_start, self.run_start, self.lease, self.chunk_size
+            )
+            if claimed:
+                self.cursor = claimed[-1][0]
+        return claim_id, claimed
+
+    def fail(self, reason: str) -> None:
+        with self.lock:
+            self.summary.database_error = self.summary.database_error or reason
+        self.stop.set()
+
+    def ask(self, provider_ids: list[str]) -> tuple[dict[str, StatusUpdate], int]:
+        """Query the provider in calls of `batch` ids; return answers by id and errors."""
+        answers: dict[str, StatusUpdate] = {}
+        errors = 0
+        for start in range(0, len(provider_ids), self.batch):
+            asked = provider_ids[start : start + self.batch]
+            try:
+                updates = self.provider.query_status(asked)
+            except Exception as err:  # one call's failure must not stop the run
+                errors += len(asked)
+                self.log_error(asked, err)
+                continue
+            wanted = set(asked)
+            for update in updates:
+                if update.provider_id in wanted:
+                    answers.setdefault(update.provider_id, update)
+            missing = len(wanted - answers.keys())
+            if missing:
+                errors += missing
+                self.log_error(asked, None, missing)
+        return answers, errors
+
+    def log_error(self, asked: list[str], err: Exception | None, missing: int = 0) -> None:
+        with self.lock:
+            if self.logged_errors >= LOGGED_ERRORS:
+                self.unlogged_errors += 1
+                return
+            self.logged_errors += 1
+        if err is None:
+            log.warning(
+                "status query to %s gave no answer for %d of %d ids",
+                self.provider.name,
+                missing,
+                len(asked),
+            )
+            return
+        # A ProviderError's message is ours; other errors may quote a URL with a secret.
+        reason = err.message if isinstance(err, ProviderError) else type(err).__name__
+        log.warning(
+            "status query to %s for %d id(s) (first %s) failed: %s",
+            self.provider.name,
+            len(asked),
+            asked[0],
+            reason,
+        )
+
+    def store(self, claim_id, claimed, answers: dict[str, StatusUpdate], errors: int) -> None:
+        """Store final answers for the messages still `sent`; end the claim's lease."""
+        delivered = failed = in_flight = 0
+        with self.db.transaction() as cur:
+            unresolved = queries.lock_unresolved(cur, [sms_id for sms_id, _ in claimed])
+            final = []
+            for _, provider_id in unresolved:
+                answer = answers.get(provider_id)
+                if answer is not None and answer.status in FINAL:
+                    final.append(answer)
+                    delivered += answer.status == DELIVERED
+                    failed += answer.status == FAILED
+                else:
+                    in_flight += answer is not None
+            if final:
+                queries.apply_status_updates(
+                    cur,
+                    [answer.provider_id for answer in final],
+                    [answer.status for answer in final],
+                    [answer.code for answer in final],
+                    [answer.reason for answer in final],
+                )
+            queries.release_poll_claim(cur, claim_id)
+        with self.lock:
+            summary = self.summary
+            summary.checked += len(claimed)
+            summary.delivered += delivered
+            summary.failed += failed
+            summary.in_flight += in_flight
+            summary.errors += errors
+            if self.progress is not None:
+                self.progress(len(claimed))
