@@ -88,9 +88,8 @@ def main(argv=None) -> int:
         f"N1 Normaliser.clean: {figures['value']:,.0f} numbers/s; "
         f"reference {figures['baseline']:,.0f} numbers/s; ratio {figures['ratio']:.1f}x"
     )
-    if args.diff:
-        if differential(args.diff):
-            return 1
+    if args.diff and differential(args.diff):
+        return 1
     return 0
 
 

@@ -69,7 +69,7 @@ def _reference_for_region(cleaned: str, region: str, mobile_only: bool) -> str |
         if mobile_only and phonenumbers.number_type(number) not in _MOBILE_TYPES:
             return None
         return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
-    except Exception:  # noqa: BLE001 - any failure to parse means "not a number"
+    except Exception:  # parse raises several types; any failure means "not a number"
         return None
 
 
