@@ -166,18 +166,27 @@ class Database:
                 conn = self._connect()
             yield conn
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as err:
-            # The server went away mid-use; this connection is dead, the pool is not.
+            # The server went away (restart, failover): this connection is dead and the
+            # idle ones most likely too. Drop them all; the next borrower reconnects.
             if conn is not None:
                 conn.close()
+            self.close()
             log.error("database connection lost: %s", _first_line(err))
             raise ServiceUnavailable("database unavailable") from None
         finally:
             if conn is not None and not conn.closed:
-                if conn.status != psycopg2.extensions.STATUS_READY:
-                    conn.rollback()
-                with self._lock:
-                    self._idle.append(conn)
+                self._give_back(conn)
             self._slots.release()
+
+    def _give_back(self, conn) -> None:
+        try:
+            if conn.status != psycopg2.extensions.STATUS_READY:
+                conn.rollback()
+        except psycopg2.Error:
+            conn.close()
+            return
+        with self._lock:
+            self._idle.append(conn)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator:
