@@ -1,17 +1,38 @@
-"""Authentication backends behind one function the views call: `authenticate()`."""
+"""Authentication backends behind one function the views call: `authenticate()`.
 
+Both backends fail closed: anything but a clear yes is a 401, and a check that cannot
+be made (auth service down, slow or talking nonsense; database down) is a 503, never a
+pass. No credential (cookie, token, key) is logged, echoed in an error or stored; the
+database holds only hashes of API keys.
+"""
+
+import hashlib
+import hmac
+import http.cookiejar
+import ipaddress
+import json
 import logging
+import re
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 import requests
 from flask import current_app, request
 
+from messaging import queries
 from messaging.config import AuthSettings
-from messaging.errors import ServiceUnavailable, Unauthorized
+from messaging.db import Database
+from messaging.errors import InvalidInput, NotFound, ServiceUnavailable, Unauthorized
 
 log = logging.getLogger(__name__)
 
 UNAUTHORIZED = "User unauthorized"
+UNAVAILABLE = "authentication service unavailable"
 
 
 @dataclass(frozen=True)
@@ -29,47 +50,265 @@ class NoAuth:
         return ANONYMOUS
 
 
-class ServiceAuth:
-    """The original's auth service: forward Cookie and Authorization to GET <url>/auth2/check."""
+# --- serviceauth: the original's auth service ---
 
-    def __init__(self, settings: AuthSettings):
+FORWARDED_HEADERS = ("Cookie", "Authorization")
+CACHE_MAX_ENTRIES = 10_000
+
+
+class TTLCache:
+    """A bounded, thread-safe map whose entries expire `ttl` seconds after they are stored.
+
+    Every entry lives for the same ttl, so insertion order is expiry order: the oldest
+    entries are the first to go, whether expired or pushed out when the map is full.
+    """
+
+    def __init__(
+        self,
+        ttl: float,
+        max_entries: int = CACHE_MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: OrderedDict[str, tuple[float, Identity]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Identity | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            expires, value = entry
+            if self.clock() >= expires:
+                del self._entries[key]
+                return None
+            return value
+
+    def put(self, key: str, value: Identity) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            now = self.clock()
+            self._entries.pop(key, None)
+            while self._entries:
+                oldest_expiry, _ = next(iter(self._entries.values()))
+                if oldest_expiry > now and len(self._entries) < self.max_entries:
+                    break
+                self._entries.popitem(last=False)
+            self._entries[key] = (now + self.ttl, value)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class _RefuseCookies(http.cookiejar.DefaultCookiePolicy):
+    """Keep no cookie the auth service sets: it would ride along on the next caller's check."""
+
+    def set_ok(self, cookie, request) -> bool:
+        return False
+
+    def return_ok(self, cookie, request) -> bool:
+        return False
+
+
+def credentials_key(forwarded: dict[str, str]) -> str:
+    """Return the cache key of a set of credentials: a SHA-256, so the cache holds none."""
+    canonical = json.dumps([forwarded.get(name) for name in FORWARDED_HEADERS])
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class ServiceAuth:
+    """The original's auth service: forward Cookie and Authorization to GET <url>/auth2/check.
+
+    A yes is cached for `cacheSeconds` under a hash of the credentials, so a revoked
+    session or permission can keep working that long (0 turns the cache off). A no is
+    never cached: a user who has just logged in or been granted the permission gets in
+    at once, and junk credentials cannot push good entries out of the bounded cache.
+    """
+
+    def __init__(self, settings: AuthSettings, clock: Callable[[], float] = time.monotonic):
         self.settings = settings
         self.check_url = settings.url.rstrip("/") + "/auth2/check"
+        self.cache = TTLCache(settings.cache_seconds, clock=clock)
         self.session = requests.Session()
+        # Forward exactly the caller's headers: without trust_env, requests would swap in
+        # ~/.netrc credentials. Proxies from the environment are still honoured.
+        self.session.trust_env = False
+        self.proxies = requests.utils.get_environ_proxies(self.check_url)
+        self.session.cookies.set_policy(_RefuseCookies())
 
     def authenticate(self, headers) -> Identity:
-        forwarded = {name: headers[name] for name in ("Cookie", "Authorization") if name in headers}
+        forwarded = {name: headers[name] for name in FORWARDED_HEADERS if headers.get(name)}
         if not forwarded:
             raise Unauthorized(UNAUTHORIZED)
+        key = credentials_key(forwarded)
+        identity = self.cache.get(key)
+        if identity is None:
+            identity = self.check(forwarded)
+            self.cache.put(key, identity)
+        return identity
+
+    def check(self, forwarded: dict[str, str]) -> Identity:
+        """Ask the auth service; return the identity or raise Unauthorized/ServiceUnavailable."""
         try:
             response = self.session.get(
-                self.check_url, headers=forwarded, timeout=self.settings.timeout
+                self.check_url,
+                headers=forwarded,
+                timeout=self.settings.timeout,
+                proxies=self.proxies,
+                allow_redirects=False,
             )
+        except requests.exceptions.InvalidHeader:
+            # A header value requests will not send (control characters): not credentials.
+            raise Unauthorized(UNAUTHORIZED) from None
+        except requests.Timeout:
+            log.error("auth service gave no answer within %ss", self.settings.timeout)
+            raise ServiceUnavailable(UNAVAILABLE) from None
         except requests.RequestException as err:
+            # Only the type: the message of some errors can quote the request.
             log.error("auth service unreachable: %s", type(err).__name__)
-            raise ServiceUnavailable("authentication service unavailable") from None
+            raise ServiceUnavailable(UNAVAILABLE) from None
         if response.status_code in (401, 403):
+            log.info("auth service refused the credentials (%s)", response.status_code)
             raise Unauthorized(UNAUTHORIZED)
         if response.status_code != 200:
-            log.error("auth service answered %s", response.status_code)
-            raise ServiceUnavailable("authentication service unavailable")
-        try:
-            answer = response.json()
-            roles = {str(role) for role in answer.get("Roles") or []}
-            identity = str(answer.get("Identity") or "")
-        except (ValueError, AttributeError, TypeError):
-            log.error("auth service answered 200 with a body that is not the expected JSON")
-            raise ServiceUnavailable("authentication service unavailable") from None
+            log.error("auth service answered %s; refusing the request", response.status_code)
+            raise ServiceUnavailable(UNAVAILABLE)
+        identity, roles = self.parse(response)
         if self.settings.permission not in roles:
+            log.info("%s lacks permission %s", identity or "user", self.settings.permission)
             raise Unauthorized(UNAUTHORIZED)
         return Identity(identity)
 
+    @staticmethod
+    def parse(response) -> tuple[str, set[str]]:
+        """Return (Identity, Roles) from a 200; anything but the expected JSON is a 503."""
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        roles = answer.get("Roles") if isinstance(answer, dict) else None
+        identity = answer.get("Identity", "") if isinstance(answer, dict) else None
+        # A string "Roles" would otherwise pass as a list of its characters.
+        if not isinstance(roles, list) or not isinstance(identity, str):
+            log.error("auth service answered 200 without the expected JSON; refusing")
+            raise ServiceUnavailable(UNAVAILABLE)
+        return identity, {str(role) for role in roles}
 
-def make_authenticator(settings: AuthSettings):
+
+# --- apikey: keys we issue, stored as hashes ---
+
+API_KEY_PREFIX = "msg_"  # lets secret scanners and people recognise a leaked key
+API_KEY = re.compile(r"msg_[A-Za-z0-9_-]{43}")  # the prefix and 32 random bytes, base64url
+API_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}")
+BEARER = re.compile(r"Bearer\s+(\S+)\s*", re.IGNORECASE)
+LAST_USED_EVERY = 60  # seconds: last_used is a usage hint, not worth a write per request
+
+
+def new_api_key() -> str:
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_api_key(key: str) -> str:
+    """Return the hex SHA-256 of a key (see migration 0004 for why no slow KDF)."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def presented_key(headers) -> str | None:
+    """Return the key from `X-API-Key: <key>` or `Authorization: Bearer <key>`."""
+    key = headers.get("X-API-Key", "").strip()
+    if key:
+        return key
+    bearer = BEARER.fullmatch(headers.get("Authorization", ""))
+    return bearer.group(1) if bearer else None
+
+
+class ApiKeyAuth:
+    """authentication.service "apikey": the key's name is the caller's identity.
+
+    The key is looked up by its hash, so the lookup's timing can reveal at most
+    something about a hash, which does not lead back to a key; the final comparison
+    is constant-time anyway. No cache: a revoked key stops working on the next request.
+    """
+
+    def __init__(self, database: Database):
+        self.database = database
+
+    def authenticate(self, headers) -> Identity:
+        key = presented_key(headers)
+        if key is None or not API_KEY.fullmatch(key):
+            raise Unauthorized(UNAUTHORIZED)
+        digest = hash_api_key(key)
+        with self.database.transaction() as cur:
+            found = queries.find_api_key(cur, digest, LAST_USED_EVERY)
+            if found is None:
+                log.info("refused an unknown API key")
+                raise Unauthorized(UNAUTHORIZED)
+            key_id, name, stored_hash, revoked, needs_touch = found
+            if not hmac.compare_digest(stored_hash.encode(), digest.encode()) or revoked:
+                log.info("refused the revoked API key %s", name)
+                raise Unauthorized(UNAUTHORIZED)
+            if needs_touch:
+                queries.touch_api_key(cur, key_id, LAST_USED_EVERY)
+        return Identity(name)
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    name: str
+    created: datetime
+    last_used: datetime | None
+    revoked: bool
+
+
+def check_key_name(name: str) -> str:
+    if not API_KEY_NAME.fullmatch(name):
+        raise InvalidInput(
+            "an API key name is 1-100 letters, digits or . _ @ + -, starting with a letter or digit"
+        )
+    return name
+
+
+def create_api_key(database: Database, name: str) -> str:
+    """Issue a key called `name`, store its hash, and return the key (its only showing)."""
+    check_key_name(name)
+    key = new_api_key()
+    with database.transaction() as cur:
+        if queries.insert_api_key(cur, name, hash_api_key(key)) is None:
+            raise InvalidInput(f"an API key named {name!r} already exists (names are never reused)")
+    log.info("created API key %s", name)
+    return key
+
+
+def list_api_keys(database: Database) -> list[ApiKeyInfo]:
+    with database.transaction() as cur:
+        return [ApiKeyInfo(*row) for row in queries.list_api_keys(cur)]
+
+
+def revoke_api_key(database: Database, name: str) -> bool:
+    """Revoke the key called `name`; return False if it already was. NotFound if no such key."""
+    with database.transaction() as cur:
+        was_revoked = queries.revoke_api_key(cur, name)
+    if was_revoked is None:
+        raise NotFound(f"no API key named {name!r}")
+    log.info("revoked API key %s", name)
+    return not was_revoked
+
+
+# --- wiring ---
+
+
+def make_authenticator(settings: AuthSettings, database: Database | None = None):
     if not settings.enabled:
         return NoAuth()
-    if settings.service.lower() == "serviceauth":
+    if settings.service == "serviceauth":
         return ServiceAuth(settings)
+    if settings.service == "apikey":
+        if database is None:
+            raise ValueError("authentication.service apikey needs the database")
+        return ApiKeyAuth(database)
     raise ValueError(f"authentication.service: unknown service {settings.service!r}")
 
 
@@ -78,5 +317,27 @@ def authenticate() -> Identity:
     return current_app.extensions["messaging.auth"].authenticate(request.headers)
 
 
+def exposure_warning(settings: AuthSettings, host: str) -> str | None:
+    """Return a warning when authentication is off and `host` is reachable from elsewhere."""
+    if settings.enabled or is_loopback(host):
+        return None
+    return (
+        f"authentication is disabled and the API listens on {host}: anyone who can reach it "
+        "can send SMS at your cost (set authentication.enabled, or bind to 127.0.0.1)"
+    )
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip().strip("[]")
+    if host.startswith("unix:") or host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may well resolve to a public address
+
+
 def init_app(app, settings: AuthSettings) -> None:
-    app.extensions["messaging.auth"] = make_authenticator(settings)
+    app.extensions["messaging.auth"] = make_authenticator(
+        settings, app.extensions.get("messaging.db")
+    )

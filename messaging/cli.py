@@ -11,7 +11,7 @@ import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
-from messaging import db, polling, queries, service
+from messaging import auth, db, polling, queries, service
 from messaging.config import ConfigError, parse_duration
 from messaging.errors import MessagingError
 
@@ -27,6 +27,52 @@ def db_upgrade():
         cur.execute("SELECT version FROM migration_version")
         version = cur.fetchone()[0]
     click.echo(f"applied {len(applied)} migration(s); schema version {version}")
+
+
+api_key_group = click.Group("api-key", help='API keys for authentication.service "apikey".')
+
+
+@api_key_group.command("create")
+@click.argument("name")
+@with_appcontext
+def api_key_create(name):
+    """Issue a key called NAME (its sends' originator) and print it; it is shown only once."""
+    try:
+        key = auth.create_api_key(db.get_db(), name)
+    except MessagingError as err:
+        raise click.ClickException(err.message) from None
+    click.echo(f"created API key {name!r}; store it now, it cannot be shown again:", err=True)
+    click.echo(key)
+
+
+@api_key_group.command("list")
+@with_appcontext
+def api_key_list():
+    """List keys: name, created, last used, revoked (never a key or its hash)."""
+    keys = auth.list_api_keys(db.get_db())
+    if not keys:
+        click.echo("no API keys", err=True)
+        return
+    width = max(len("NAME"), *(len(key.name) for key in keys))
+    click.echo(f"{'NAME':<{width}}  {'CREATED (UTC)':<19}  {'LAST USED (UTC)':<19}  STATUS")
+    for key in keys:
+        last_used = f"{key.last_used:%Y-%m-%d %H:%M:%S}" if key.last_used else "never"
+        status = "revoked" if key.revoked else "active"
+        click.echo(
+            f"{key.name:<{width}}  {key.created:%Y-%m-%d %H:%M:%S}  {last_used:<19}  {status}"
+        )
+
+
+@api_key_group.command("revoke")
+@click.argument("name")
+@with_appcontext
+def api_key_revoke(name):
+    """Revoke the key called NAME: it is refused from the next request on."""
+    try:
+        newly = auth.revoke_api_key(db.get_db(), name)
+    except MessagingError as err:
+        raise click.ClickException(err.message) from None
+    click.echo(f"revoked API key {name!r}" if newly else f"API key {name!r} was already revoked")
 
 
 # --- flask send / flask stats ---
@@ -203,6 +249,7 @@ def init_app(app) -> None:
     app.cli.add_command(send_command)
     app.cli.add_command(stats_command)
     app.cli.add_command(db_group)
+    app.cli.add_command(api_key_group)
     app.shell_context_processor(shell_context)
 
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+from messaging.auth import exposure_warning
 from messaging.config import ConfigError, load_config
 from messaging.db import (
     Database,
@@ -36,7 +37,11 @@ def main() -> int:
         return 2
     if applied:
         print(f"messaging: applied migrations {', '.join(applied)}", file=sys.stderr)
-    bind = f"{os.environ.get('MESSAGING_HOST', '127.0.0.1')}:{config.http_port}"
+    host = os.environ.get("MESSAGING_HOST", "127.0.0.1")
+    bind = f"{host}:{config.http_port}"
+    warning = exposure_warning(config.authentication, host)
+    if warning:
+        print(f"messaging: WARNING: {warning}", file=sys.stderr)
     # Workers reach the database by URL, so they never start a second embedded server.
     env = {**os.environ, "MESSAGING_DATABASE_URL": dsn}
     command = [sys.executable, "-m", "gunicorn", "--no-control-socket", "--bind", bind]
