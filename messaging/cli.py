@@ -9,13 +9,14 @@ from datetime import UTC, datetime, timedelta
 
 import click
 from flask import current_app
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
 from messaging import auth, db, polling, queries, service
 from messaging.config import ConfigError, parse_duration
 from messaging.errors import MessagingError
 
-db_group = click.Group("db", help="Database schema commands.")
+# AppGroup: every subcommand runs inside the app context.
+db_group = AppGroup("db", help="Database schema commands.")
 
 
 @db_group.command("upgrade")
@@ -29,12 +30,11 @@ def db_upgrade():
     click.echo(f"applied {len(applied)} migration(s); schema version {version}")
 
 
-api_key_group = click.Group("api-key", help='API keys for authentication.service "apikey".')
+api_key_group = AppGroup("api-key", help='API keys for authentication.service "apikey".')
 
 
 @api_key_group.command("create")
 @click.argument("name")
-@with_appcontext
 def api_key_create(name):
     """Issue a key called NAME (its sends' originator) and print it; it is shown only once."""
     try:
@@ -46,7 +46,6 @@ def api_key_create(name):
 
 
 @api_key_group.command("list")
-@with_appcontext
 def api_key_list():
     """List keys: name, created, last used, revoked (never a key or its hash)."""
     keys = auth.list_api_keys(db.get_db())
@@ -65,7 +64,6 @@ def api_key_list():
 
 @api_key_group.command("revoke")
 @click.argument("name")
-@with_appcontext
 def api_key_revoke(name):
     """Revoke the key called NAME: it is refused from the next request on."""
     try:

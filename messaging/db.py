@@ -90,6 +90,7 @@ def database_url(dsn: str, database: str | None = None) -> str:
 def resolve_dsn(config: Config) -> str:
     """Find the database the config names, creating it if it is missing; return its URL."""
     if config.database_url:
+        ensure_url_database(config.database_url)
         return config.database_url
     dsn, name = server_dsn(config)
     ensure_database(dsn, name)
@@ -116,6 +117,17 @@ def ensure_database(server: str, name: str) -> None:
                 cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     finally:
         conn.close()
+
+
+def ensure_url_database(url: str) -> None:
+    """Create the database a URL names if the server says it does not exist."""
+    try:
+        psycopg2.connect(url, **CONNECT_OPTIONS).close()
+    except psycopg2.OperationalError as err:
+        if "does not exist" not in str(err):
+            raise ServiceUnavailable(f"database unreachable: {_first_line(err)}") from None
+        name = psycopg2.extensions.parse_dsn(url).get("dbname")
+        ensure_database(database_url(url, "postgres"), name)
 
 
 def _first_line(err: Exception) -> str:

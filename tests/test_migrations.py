@@ -3,6 +3,7 @@
 import multiprocessing
 
 import psycopg2
+import psycopg2.extensions
 
 from messaging import create_app
 from messaging.config import config_from_mapping
@@ -111,3 +112,23 @@ def test_indexes_serve_latest_message_and_unresolved_lookups(database_url, app):
     }
     assert {"sms_msisdn_latest", "sms_unresolved", "sms_providerid"} <= names
     conn.close()
+
+
+def test_database_named_by_url_is_created_when_missing(pg_server, make_database):
+    url = make_database("messaging_created")
+    name = psycopg2.extensions.parse_dsn(url)["dbname"]
+    admin = psycopg2.connect(pg_server)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE "{name}"')
+    create_app(config_from_mapping(base_config(), url))
+    conn = psycopg2.connect(url)
+    assert rows(conn, "SELECT version FROM migration_version") == [(migration_files()[-1][0],)]
+    conn.close()
+    admin.close()
+
+
+def test_db_upgrade_command_reports_the_schema_version(runner):
+    result = runner.invoke(args=["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert f"schema version {migration_files()[-1][0]}" in result.output
