@@ -47,7 +47,7 @@ LOGGED_ERRORS = 10  # provider errors logged one by one per run; the rest are co
 
 def status_batch_size(provider: Provider) -> int:
     """Return how many ids the provider takes in one status query (1 unless it says more)."""
-    return max(1, int(getattr(provider, "status_batch_size", 1)))
+    return max(1, int(provider.status_batch_size))
 
 
 @dataclass

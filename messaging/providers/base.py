@@ -58,6 +58,8 @@ class Provider:
     name = "provider"
     max_batch_size = 1000
     can_query_status = False
+    # How many ids one status query may carry; poll-status asks one id a call when 1.
+    status_batch_size = 1
     # How a pushed receipt proves it came from the provider: "signature" (HMAC of the
     # request), "secret" (a shared secret in the request), or "none" (cannot be checked).
     receipt_auth = "none"
