@@ -11,7 +11,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
-from messaging import auth, db, polling, queries, service
+from messaging import auth, db, metrics, polling, queries, reconcile, service
 from messaging.config import ConfigError, parse_duration
 from messaging.errors import MessagingError
 
@@ -196,6 +196,7 @@ def poll_status(every, window):
         return
     provider = services.provider
     if not provider.can_query_status:
+        _reconcile_before_polling(services)
         click.echo(
             f"poll-status: {provider.name} has no status query; its delivery receipts "
             f"arrive at POST /callbacks/{provider.name}"
@@ -227,6 +228,7 @@ def _duration(text: str, option: str) -> float:
 
 def _poll_once(services, window_seconds) -> polling.PollSummary:
     """One run; a progress bar on a terminal when there is much to do."""
+    _reconcile_before_polling(services)
     due = 0
     if sys.stdout.isatty():
         try:
@@ -238,12 +240,52 @@ def _poll_once(services, window_seconds) -> polling.PollSummary:
             summary = polling.poll(services, window_seconds, progress=bar.update)
     else:
         summary = polling.poll(services, window_seconds)
+    metrics.record_poll_run(summary)
     click.echo(summary.line())
     return summary
 
 
+def _reconcile_before_polling(services) -> None:
+    """Settle sends a dead process left behind (silent for a few minutes); say so if any."""
+    try:
+        summary = reconcile.reconcile(services)
+    except MessagingError as err:
+        click.echo(f"reconcile: stopped: {err.message}")  # the poll run reports it too
+        return
+    if summary.sends:
+        click.echo(summary.line())
+
+
+@click.command("reconcile")
+@click.option(
+    "--older-than",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Settle unfinished sends silent this long (default: a few minutes, at least "
+    "twice the provider's longest call). poll-status runs this with the default.",
+)
+@with_appcontext
+def reconcile_command(older_than):
+    """Settle recipients a crashed send left `queued`; never resends.
+
+    Above the dispatch mark: failed, "interrupted before dispatch". The batch that may
+    have reached the provider: the provider's answer where it can look sends up, else
+    failed, "provider outcome unknown". Exits 1 if a provider lookup failed.
+    """
+    services = current_app.extensions["messaging"]
+    try:
+        summary = reconcile.reconcile(services, older_than)
+    except MessagingError as err:
+        raise click.ClickException(err.message) from None
+    click.echo(summary.line())
+    if summary.errors:
+        raise SystemExit(1)
+
+
 def init_app(app) -> None:
     app.cli.add_command(poll_status)
+    app.cli.add_command(reconcile_command)
     app.cli.add_command(send_command)
     app.cli.add_command(stats_command)
     app.cli.add_command(db_group)

@@ -4,6 +4,7 @@ import contextlib
 import logging
 import os
 import re
+import select
 import threading
 import warnings
 from collections.abc import Iterator
@@ -174,6 +175,8 @@ class Database:
         try:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
+            if conn is not None and _closed_by_server(conn):
+                conn.close()
             if conn is None or conn.closed:
                 conn = self._connect()
             yield conn
@@ -211,6 +214,16 @@ class Database:
             for conn in self._idle:
                 conn.close()
             self._idle = []
+
+
+def _closed_by_server(conn) -> bool:
+    """True when an idle connection has something to read: the server's goodbye (restart,
+    outage, idle timeout). Checked on borrowing, so a dead one is replaced, not used."""
+    try:
+        readable, _, _ = select.select([conn], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def migration_files() -> list[tuple[int, str, str]]:

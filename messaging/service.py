@@ -46,6 +46,7 @@ def validate_message(message: str, max_segments: int) -> int:
     """Return the segment count of a message, or raise InvalidInput."""
     if not message:
         raise InvalidInput("message is empty")
+    _storable(message, "message")
     segments = count_segments(message)
     if segments > max_segments:
         raise InvalidInput(
@@ -53,6 +54,12 @@ def validate_message(message: str, max_segments: int) -> int:
             "(smsProvider.maxMessageSegments)"
         )
     return segments
+
+
+def _storable(text: str, name: str) -> None:
+    """PostgreSQL text cannot hold NUL: refuse it rather than fail at the INSERT."""
+    if "\x00" in text:
+        raise InvalidInput(f"{name} contains a NUL character (\\u0000)")
 
 
 def send_sms(
@@ -78,6 +85,8 @@ def send_sms(
             f"{len(msisdns)} recipients given; the limit is {settings.max_recipients} "
             "(smsProvider.maxRecipients)"
         )
+    if sender:
+        _storable(sender, "from")
     cleaned = services.normaliser.clean(msisdns)
     sender = sender or settings.sender
 
@@ -91,6 +100,9 @@ def send_sms(
             segments=segments,
             status="sending",
         )
+        if cleaned.valid and settings.enabled:
+            first = cleaned.valid[: _batch_size(services)]
+            queries.mark_dispatching(cur, sendlog_id, max(ids_by_number[n] for n in first))
     recipients = [Recipient(number, str(ids_by_number[number])) for number in cleaned.valid]
 
     sent = 0
@@ -131,12 +143,13 @@ def _dispatch(
     """Send batch by batch; after a whole-request failure, fail the rest with its reason.
 
     Returns the whole-request failure (if any) and how many recipients were accepted.
+    Each batch's highest id is recorded as dispatched before its call, in the commit
+    before it (reconcile's watermark: no extra transaction per batch).
     """
     provider = services.provider
-    batch_size = min(services.config.provider.max_batch_size, provider.max_batch_size)
     failure = None
     sent = 0
-    for batch in _batches(recipients, batch_size, on_batch):
+    for batch, following in _batches(recipients, _batch_size(services), on_batch):
         if failure is not None:
             _record_failed(services.db, sendlog_id, batch, failure.code, failure.description)
             continue
@@ -167,21 +180,28 @@ def _dispatch(
             provider.name,
             time.perf_counter() - began,
         )
-        sent += _record_results(services.db, sendlog_id, batch, results)
+        sent += _record_results(services.db, sendlog_id, batch, results, following)
     return failure, sent
 
 
+def _batch_size(services) -> int:
+    return min(services.config.provider.max_batch_size, services.provider.max_batch_size)
+
+
 def _batches(recipients, size, on_batch):
-    """Yield batches of `size`; report each one to `on_batch` once the caller is done with it."""
+    """Yield (batch of `size`, the next batch's highest sms id or None); report each batch
+    to `on_batch` once the caller is done with it."""
     for start in range(0, len(recipients), size):
         batch = recipients[start : start + size]
-        yield batch
+        following = recipients[start + size : start + 2 * size]
+        yield batch, max((int(r.reference) for r in following), default=None)
         if on_batch is not None:
             on_batch(len(batch))
 
 
-def _record_results(db: Database, sendlog_id, batch, results) -> int:
-    """Store one batch's answers; return how many recipients were accepted."""
+def _record_results(db: Database, sendlog_id, batch, results, next_through=None) -> int:
+    """Store one batch's answers (and the next batch's dispatch mark); return how many
+    recipients were accepted."""
     by_reference = {result.reference: result for result in results}
     accepted_ids, provider_ids, segments = [], [], []
     failed = []
@@ -207,6 +227,8 @@ def _record_results(db: Database, sendlog_id, batch, results) -> int:
                 [code for _, code, _ in failed],
                 [reason for _, _, reason in failed],
             )
+        if next_through is not None:
+            queries.mark_dispatching(cur, sendlog_id, next_through)
     return accepted
 
 
@@ -229,6 +251,8 @@ def normalize(services: Services, msisdns: list[str]) -> list[str]:
 def message_status(services: Services, msisdn: str) -> str | None:
     """Return the newest message's status for a number; ask the provider once if in flight."""
     number = services.normaliser.normalise(msisdn) or msisdn
+    if "\x00" in number:  # no stored number holds one
+        return None
     with services.db.transaction() as cur:
         row = queries.latest_message(cur, number)
     if row is None:
