@@ -219,11 +219,12 @@ class Database:
 def _closed_by_server(conn) -> bool:
     """True when an idle connection has something to read: the server's goodbye (restart,
     outage, idle timeout). Checked on borrowing, so a dead one is replaced, not used."""
+    poller = select.poll()  # not select(): no limit on the descriptor's number
     try:
-        readable, _, _ = select.select([conn], [], [], 0)
+        poller.register(conn, select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
-    return bool(readable)
 
 
 def migration_files() -> list[tuple[int, str, str]]:

@@ -65,8 +65,13 @@ def through(proxy: TcpProxy, url: str) -> str:
 def test_database_outage_is_503_with_no_provider_call_and_the_same_server_recovers(
     database_url, db, tmp_path, proxy, clickatell
 ):
+    # --preload: the workers are ready before the outage begins (a worker booting during
+    # one cannot migrate and stops gunicorn; that is start-up, not this test).
     with gunicorn_server(
-        clickatell_config(clickatell.url), through(proxy, database_url), tmp_path
+        clickatell_config(clickatell.url),
+        through(proxy, database_url),
+        tmp_path,
+        args=("--preload",),
     ) as base:
         assert requests.post(f"{base}/sendsms", json=BODY, timeout=30).status_code == 200
         calls = len(clickatell.requests)
@@ -147,7 +152,8 @@ def test_a_hanging_provider_holds_no_database_connection_and_blocks_no_one(
 
     clickatell.default = hang
     config = clickatell_config(clickatell.url, timeout=5)
-    with gunicorn_server(config, database_url, tmp_path, workers=2) as base:
+    # --preload: both workers are ready (none is migrating) before the provider hangs.
+    with gunicorn_server(config, database_url, tmp_path, workers=2, args=("--preload",)) as base:
         send_answer = []
         sender = threading.Thread(
             target=lambda: send_answer.append(
