@@ -29,6 +29,10 @@ bind = os.environ.get("MESSAGING_BIND", "127.0.0.1:2016")
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
 # Sync workers: one request at a time each, nginx buffers slow clients in front of them.
 worker_class = "sync"
+# Build the app (and migrate) once in the master: a worker recycled or restarted while the
+# database is down then comes up anyway and answers 503s, instead of failing to boot and
+# taking the whole server down with it.
+preload_app = True
 
 
 def _provider_budget() -> float:

@@ -278,5 +278,7 @@ def init_app(app, config: Config) -> Database:
     """Resolve the database, apply migrations and attach the pool to the app."""
     database = Database(resolve_dsn(config))
     apply_migrations(database)
+    # A preloading gunicorn master forks after this: leave no connection to inherit.
+    database.close()
     app.extensions["messaging.db"] = database
     return database

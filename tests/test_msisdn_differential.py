@@ -70,3 +70,10 @@ def test_clean_agrees_with_reference_counts(entries):
             seen.add(number)
             valid.append(number)
     assert (result.valid, result.invalid, result.duplicates) == (valid, invalid, duplicates)
+
+
+@pytest.mark.slow
+def test_a_million_numbers_agree_in_every_configuration():
+    from bench.n1_normalise import differential  # noqa: PLC0415 - the bench owns the pool
+
+    assert differential(1_000_000) == 0

@@ -21,8 +21,6 @@ ALTER TABLE sendlog ADD COLUMN sender VARCHAR;
 CREATE INDEX sms_msisdn_latest ON sms (msisdn, senttime DESC, id DESC);
 -- "Unresolved messages": poll-status scans only rows still in flight.
 CREATE INDEX sms_unresolved ON sms (senttime) WHERE status = 'sent';
--- Rows recorded but never handed to the provider (reconcile).
-CREATE INDEX sms_queued ON sms (senttime) WHERE status = 'queued';
 -- Delivery receipts and status answers arrive keyed by provider id.
 CREATE INDEX sms_providerid ON sms (providerid);
 -- A send's recipients, in order, for GET /sends/<ref>.
