@@ -85,6 +85,23 @@ def normalise_reference(raw: str, countries: Sequence[str], mobile_only: bool = 
     return None
 
 
+def clean_reference(
+    entries: Iterable[str], countries: Sequence[str], mobile_only: bool = True
+) -> CleanResult:
+    """`Normaliser.clean` by the reference definition, one phonenumbers parse per entry."""
+    valid, seen, invalid, duplicates = [], set(), 0, 0
+    for raw in entries:
+        number = normalise_reference(raw, countries, mobile_only)
+        if number is None:
+            invalid += 1
+        elif number in seen:
+            duplicates += 1
+        else:
+            seen.add(number)
+            valid.append(number)
+    return CleanResult(valid, invalid, duplicates)
+
+
 def _desc_pattern_for_length(desc, length: int) -> str | None:
     """Return desc's pattern if _is_number_matching_desc could accept this length."""
     if desc is None or not desc.national_number_pattern:

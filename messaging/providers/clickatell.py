@@ -55,6 +55,31 @@ ACCOUNT_ERRORS = {
 }
 
 
+def match_replies(recipients: list[Recipient], replies: list, segments: int) -> list[SendResult]:
+    """Pair Clickatell's per-number replies (both APIs answer alike) with our recipients."""
+    by_number: dict[str, list[dict]] = {}
+    for reply in replies:
+        by_number.setdefault(str(reply.get("to", "")), []).append(reply)
+    results = []
+    for recipient in recipients:
+        found = by_number.get(recipient.msisdn)
+        results.append(reply_result(recipient, found.pop(0) if found else None, segments))
+    return results
+
+
+def reply_result(recipient: Recipient, reply: dict | None, segments: int) -> SendResult:
+    if reply is None:
+        return SendResult(recipient.reference, False, reason="Not in Clickatell's answer")
+    error = reply.get("error")
+    if reply.get("accepted") and reply.get("apiMessageId") and not error:
+        return SendResult(recipient.reference, True, reply["apiMessageId"], segments=segments)
+    if isinstance(error, dict):
+        code, reason = str(error.get("code", "")), error.get("description") or "Rejected"
+    else:
+        code, reason = "", str(error or "Rejected")
+    return SendResult(recipient.reference, False, error_code=code, reason=reason)
+
+
 class Clickatell(HttpProvider):
     name = "Clickatell"
     default_url = "https://api.clickatell.com"
@@ -83,28 +108,7 @@ class Clickatell(HttpProvider):
         if error or response.status_code >= 300:
             raise self.request_error(response, error)
         messages = ((answer.get("data") or {}).get("message")) or []
-        by_number: dict[str, list[dict]] = {}
-        for message in messages:
-            by_number.setdefault(str(message.get("to", "")), []).append(message)
-        segments = count_segments(text)
-        results = []
-        for recipient in recipients:
-            found = by_number.get(recipient.msisdn)
-            message = found.pop(0) if found else None
-            results.append(self.result(recipient, message, segments))
-        return results
-
-    def result(self, recipient, message, segments) -> SendResult:
-        if message is None:
-            return SendResult(recipient.reference, False, reason="Not in Clickatell's answer")
-        error = message.get("error")
-        if message.get("accepted") and message.get("apiMessageId") and not error:
-            return SendResult(recipient.reference, True, message["apiMessageId"], segments=segments)
-        if isinstance(error, dict):
-            code, reason = str(error.get("code", "")), error.get("description") or "Rejected"
-        else:
-            code, reason = "", str(error or "Rejected")
-        return SendResult(recipient.reference, False, error_code=code, reason=reason)
+        return match_replies(recipients, messages, count_segments(text))
 
     def request_error(self, response, error) -> ProviderError:
         if isinstance(error, dict):

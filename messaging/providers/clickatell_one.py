@@ -24,9 +24,9 @@ from messaging.providers.base import (
     SENT,
     Receipt,
     Recipient,
-    SendResult,
     StatusUpdate,
 )
+from messaging.providers.clickatell import match_replies
 from messaging.providers.http import HttpProvider, OutcomeUnknown, json_or_none, unknown_outcome
 from messaging.segments import count_segments
 
@@ -97,28 +97,7 @@ class ClickatellOne(HttpProvider):
             or not answer.get("messages")
         ):
             raise self.request_error(response, answer)
-        replies: dict[str, list[dict]] = {}
-        for reply in answer.get("messages") or []:
-            replies.setdefault(str(reply.get("to", "")), []).append(reply)
-        segments = count_segments(text)
-        results = []
-        for recipient in recipients:
-            found = replies.get(recipient.msisdn)
-            reply = found.pop(0) if found else None
-            results.append(self.result(recipient, reply, segments))
-        return results
-
-    def result(self, recipient, reply, segments) -> SendResult:
-        if reply is None:
-            return SendResult(recipient.reference, False, reason="Not in Clickatell's answer")
-        error = reply.get("error")
-        if reply.get("accepted") and reply.get("apiMessageId") and not error:
-            return SendResult(recipient.reference, True, reply["apiMessageId"], segments=segments)
-        if isinstance(error, dict):
-            code, reason = str(error.get("code", "")), error.get("description") or "Rejected"
-        else:
-            code, reason = "", str(error or "Rejected")
-        return SendResult(recipient.reference, False, error_code=code, reason=reason)
+        return match_replies(recipients, answer.get("messages") or [], count_segments(text))
 
     def request_error(self, response, answer) -> ProviderError:
         error = answer.get("error") if isinstance(answer, dict) else None
