@@ -53,6 +53,59 @@ def mark_sent(cur, sendlog_id, sms_ids, provider_ids, segments):
     return cur.fetchone()[0]
 
 
+def record_batch(cur, sendlog_id, outcomes, dispatched_through=None):
+    """Store one batch's answers in one statement; returns how many were accepted.
+
+    `outcomes` holds (sms id, provider id or None, segments, code, reason) per recipient:
+    with a provider id it was accepted (`sent`), without one it failed. Only rows still
+    `queued` change and the sendlog counters move by exactly those rows; the next batch's
+    dispatch mark (reconcile's watermark) rides in the same update of the sendlog row.
+    """
+    ids, provider_ids, segments, codes, reasons = (
+        list(column) for column in zip(*outcomes, strict=True)
+    )
+    cur.execute(
+        f"""
+        WITH changed AS (
+            UPDATE sms
+            SET status = CASE WHEN v.provider_id IS NULL THEN 'failed' ELSE 'sent' END,
+                providerid = v.provider_id,
+                quantity = COALESCE(v.segments, sms.quantity),
+                errorcode = v.code,
+                reason = v.reason,
+                statustimestamp = CASE WHEN v.provider_id IS NULL THEN {NOW_UTC} END
+            FROM unnest(%s::int[], %s::varchar[], %s::smallint[], %s::varchar[], %s::varchar[])
+                 AS v(id, provider_id, segments, code, reason)
+            WHERE sms.id = v.id AND sms.status = 'queued'
+            RETURNING sms.status
+        ), counts AS (
+            SELECT count(*) FILTER (WHERE status = 'sent') AS sent,
+                   count(*) FILTER (WHERE status = 'failed') AS failed
+            FROM changed
+        )
+        UPDATE sendlog
+        SET sent = COALESCE(sendlog.sent, 0) + counts.sent,
+            failed = COALESCE(sendlog.failed, 0) + counts.failed,
+            dispatchedthrough = GREATEST(dispatchedthrough, %s),
+            dispatchedat = CASE WHEN %s::int IS NULL THEN dispatchedat ELSE {NOW_UTC} END
+        FROM counts
+        WHERE sendlog.id = %s
+        RETURNING counts.sent
+        """,
+        (
+            ids,
+            provider_ids,
+            segments,
+            codes,
+            reasons,
+            dispatched_through,
+            dispatched_through,
+            sendlog_id,
+        ),
+    )
+    return cur.fetchone()[0]
+
+
 def mark_failed(cur, sendlog_id, sms_ids, codes, reasons):
     """Record recipients that were never accepted, with code and reason. Returns rows changed."""
     cur.execute(

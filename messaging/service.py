@@ -203,33 +203,20 @@ def _record_results(db: Database, sendlog_id, batch, results, next_through=None)
     """Store one batch's answers (and the next batch's dispatch mark); return how many
     recipients were accepted."""
     by_reference = {result.reference: result for result in results}
-    accepted_ids, provider_ids, segments = [], [], []
-    failed = []
+    outcomes = []
     for recipient in batch:
+        sms_id = int(recipient.reference)
         result = by_reference.get(recipient.reference)
-        if result is not None and result.accepted and result.provider_id:
-            accepted_ids.append(int(recipient.reference))
-            provider_ids.append(result.provider_id)
-            segments.append(result.segments)
-        elif result is not None:
-            failed.append((recipient, result.error_code or "", result.reason or "Rejected"))
+        if result is None:
+            outcomes.append((sms_id, None, None, *NO_ANSWER))
+        elif result.accepted and result.provider_id:
+            outcomes.append((sms_id, result.provider_id, result.segments, None, None))
         else:
-            failed.append((recipient, *NO_ANSWER))
-    accepted = 0
-    with db.transaction() as cur:
-        if accepted_ids:
-            accepted = queries.mark_sent(cur, sendlog_id, accepted_ids, provider_ids, segments)
-        if failed:
-            queries.mark_failed(
-                cur,
-                sendlog_id,
-                [int(recipient.reference) for recipient, _, _ in failed],
-                [code for _, code, _ in failed],
-                [reason for _, _, reason in failed],
+            outcomes.append(
+                (sms_id, None, None, result.error_code or "", result.reason or "Rejected")
             )
-        if next_through is not None:
-            queries.mark_dispatching(cur, sendlog_id, next_through)
-    return accepted
+    with db.transaction() as cur:
+        return queries.record_batch(cur, sendlog_id, outcomes, next_through)
 
 
 def _record_failed(db: Database, sendlog_id, recipients, code, reason) -> None:
