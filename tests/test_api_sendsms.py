@@ -1,6 +1,7 @@
 """POST /sendsms (and GET), through the Flask test client against a real PostgreSQL."""
 
 import json
+import logging
 
 import pytest
 
@@ -213,3 +214,27 @@ def test_unknown_path_is_a_json_404(client):
     response = client.get("/nothing-here")
     assert response.status_code == 404
     assert "error" in response.get_json()
+
+
+def test_each_request_logs_one_line_with_its_id_counts_and_outcome_never_the_token(
+    make_app, db, caplog
+):
+    app = make_app(base_config(token="s3cret-provider-token"))
+    service_logger = logging.getLogger("messaging")  # it does not propagate to the root
+    service_logger.addHandler(caplog.handler)
+    try:
+        response = app.test_client().post(
+            "/sendsms",
+            json={"message": "x", "msisdns": README_NUMBERS},
+            headers={"X-Request-ID": "req-42"},
+        )
+    finally:
+        service_logger.removeHandler(caplog.handler)
+    assert response.headers["X-Request-ID"] == "req-42"
+    lines = [r for r in caplog.records if r.name == "messaging.request"]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line.request_id == "req-42"
+    assert "POST /sendsms 200" in line.getMessage()
+    assert "valid=3 invalid=1 duplicates=0 sent=3 success=True" in line.getMessage()
+    assert all("s3cret-provider-token" not in r.getMessage() for r in caplog.records)
