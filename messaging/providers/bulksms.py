@@ -140,9 +140,6 @@ class BulkSMS(HttpProvider):
             detail = answer.get("detail") or answer.get("title") or ""
         return ProviderError(str(response.status_code), detail.strip() or "Refused by BulkSMS")
 
-    def query_status(self, provider_ids: list[str]) -> list[StatusUpdate]:
-        return self.map_parallel(self.query_one, provider_ids)
-
     def query_one(self, provider_id: str) -> StatusUpdate:
         response = self.request(
             "GET",

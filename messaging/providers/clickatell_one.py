@@ -108,9 +108,6 @@ class ClickatellOne(HttpProvider):
             return self.unavailable(response)
         return ProviderError(str(response.status_code), "Unexpected answer from Clickatell")
 
-    def query_status(self, provider_ids: list[str]) -> list[StatusUpdate]:
-        return self.map_parallel(self.query_one, provider_ids)
-
     def query_one(self, provider_id: str) -> StatusUpdate:
         response = self.request("GET", f"/v1/message/{provider_id}", headers=self.headers())
         answer = json_or_none(response)

@@ -28,7 +28,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from messaging.errors import ProviderError, ReceiptRejected
-from messaging.providers.base import Provider, Receipt, Recipient, SendResult
+from messaging.providers.base import Provider, Receipt, Recipient, SendResult, StatusUpdate
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +245,16 @@ class HttpProvider(Provider):
             return [function(item) for item in items]
         with ThreadPoolExecutor(min(PARALLEL_REQUESTS, len(items))) as pool:
             return list(pool.map(function, items))
+
+    def query_status(self, provider_ids: list[str]) -> list[StatusUpdate]:
+        """Ask about each id with the plugin's `query_one`, a bounded number at once."""
+        if not self.can_query_status:
+            return super().query_status(provider_ids)
+        return self.map_parallel(self.query_one, provider_ids)
+
+    def query_one(self, provider_id: str) -> StatusUpdate:
+        """Ask the provider about one message (plugins with a status query define it)."""
+        raise NotImplementedError
 
     # --- receipts proven by a shared secret in the callback URL ---
 

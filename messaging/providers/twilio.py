@@ -119,9 +119,6 @@ class Twilio(HttpProvider):
             return str(answer["code"]), str(answer.get("message") or "Rejected")
         return str(response.status_code), "Unexpected answer from Twilio"
 
-    def query_status(self, provider_ids: list[str]) -> list[StatusUpdate]:
-        return self.map_parallel(self.query_one, provider_ids)
-
     def query_one(self, provider_id: str) -> StatusUpdate:
         response = self.request(
             "GET",
