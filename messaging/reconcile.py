@@ -1,10 +1,11 @@
 """reconcile: settle the recipients a send left `queued` when its process died mid-send.
 
-A send records every recipient as `queued` before the first provider call, and before
+A send holds every recipient, with its sms id, in `pending_recipients` before the first
+provider call, writes their sms rows batch by batch as the provider answers, and before
 each call records the highest sms id of the batch going out (`sendlog.dispatchedthrough`)
 and when (`sendlog.dispatchedat`). A worker killed mid-send (SIGKILL, OOM, power) leaves
-its send `sending` and some recipients `queued`. For a send silent longer than
-`older_than` seconds, reconcile:
+its send `sending` and some recipients pending (`queued`). For a send silent longer than
+`older_than` seconds, reconcile first writes those recipients' sms rows as `queued`, then:
 
 - marks the queued recipients above the mark `failed`, reason "interrupted before
   dispatch": they never reached the provider;
@@ -100,6 +101,7 @@ def _settle(services: Services, sendlog_id: int, dispatched_through: int, summar
     """Settle one interrupted send's queued recipients, then close it."""
     db = services.db
     with db.transaction() as cur:
+        queries.write_pending_as_queued(cur, sendlog_id)
         queued = queries.queued_messages(cur, sendlog_id)
         never = [sms_id for sms_id, _ in queued if sms_id > dispatched_through]
         if never:

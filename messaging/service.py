@@ -4,6 +4,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from messaging import metrics, queries
 from messaging.config import Config
@@ -18,6 +19,10 @@ log = logging.getLogger(__name__)
 NO_ANSWER = ("", "No answer from the provider for this recipient")
 DISABLED = ("", "SMS sending is disabled (smsProvider.enabled is false)")
 UNEXPECTED = ("", "Provider call failed unexpectedly")
+CLOSED_BY_RECONCILE = (
+    "",
+    "Send closed by reconcile as interrupted while a batch was at the provider",
+)
 
 
 @dataclass
@@ -28,6 +33,16 @@ class Services:
     db: Database
     provider: Provider
     normaliser: Normaliser
+
+
+@dataclass(frozen=True)
+class Send:
+    """What every sms row of a send repeats."""
+
+    id: int
+    senttime: datetime
+    message: str
+    segments: int
 
 
 @dataclass(frozen=True)
@@ -72,8 +87,9 @@ def send_sms(
 ) -> SendOutcome:
     """Record a send and its recipients, hand them to the provider in batches, record each outcome.
 
-    The send and every recipient are committed (status queued) before the first
-    provider call; no transaction is open while the provider is working.
+    The send and every recipient (with its sms id) are committed before the first
+    provider call; each recipient's sms row is written with the provider's answer for
+    its batch. No transaction is open while the provider is working.
     `on_batch(size)` is called after each batch is recorded (a progress bar's hook).
     """
     settings = services.config.provider
@@ -90,29 +106,30 @@ def send_sms(
     cleaned = services.normaliser.clean(msisdns)
     sender = sender or settings.sender
 
+    first_batch = _batch_size(services) if settings.enabled else 0
     with services.db.transaction() as cur:
-        sendlog_id, ids_by_number = queries.insert_send(
+        sendlog_id, senttime, ids = queries.start_send(
             cur,
             originator=originator,
             message=message,
             sender=sender,
             msisdns=cleaned.valid,
             segments=segments,
-            status="sending",
+            first_batch=first_batch,
         )
-        if cleaned.valid and settings.enabled:
-            first = cleaned.valid[: _batch_size(services)]
-            queries.mark_dispatching(cur, sendlog_id, max(ids_by_number[n] for n in first))
-    recipients = [Recipient(number, str(ids_by_number[number])) for number in cleaned.valid]
+    send = Send(sendlog_id, senttime, message, segments)
+    recipients = [
+        Recipient(number, str(sms_id)) for number, sms_id in zip(cleaned.valid, ids, strict=True)
+    ]
 
     sent = 0
     if not recipients:
         failure = ProviderError("", "No valid numbers to send to")
     elif not settings.enabled:
         failure = ProviderError(*DISABLED)
-        _record_failed(services.db, sendlog_id, recipients, *DISABLED)
+        _record_failed(services.db, send, recipients, *DISABLED)
     else:
-        failure, sent = _dispatch(services, sendlog_id, recipients, message, sender, on_batch)
+        failure, sent = _dispatch(services, send, recipients, sender, on_batch)
 
     rejected = len(recipients) - sent
     metrics.record_messages(services.provider.name, sent=sent, failed=rejected)
@@ -138,7 +155,7 @@ def send_sms(
 
 
 def _dispatch(
-    services, sendlog_id, recipients, message, sender, on_batch=None
+    services, send, recipients, sender, on_batch=None
 ) -> tuple[ProviderError | None, int]:
     """Send batch by batch; after a whole-request failure, fail the rest with its reason.
 
@@ -151,36 +168,40 @@ def _dispatch(
     sent = 0
     for batch, following in _batches(recipients, _batch_size(services), on_batch):
         if failure is not None:
-            _record_failed(services.db, sendlog_id, batch, failure.code, failure.description)
+            _record_failed(services.db, send, batch, failure.code, failure.description)
             continue
         began = time.perf_counter()
         try:
             with metrics.provider_call(provider.name, "send"):
-                results = provider.send_batch(batch, message, sender)
+                results = provider.send_batch(batch, send.message, sender)
         except ProviderError as err:
             log.warning(
                 "send %s: provider %s refused a batch of %d: %s",
-                sendlog_id,
+                send.id,
                 provider.name,
                 len(batch),
                 err.message,
             )
             failure = err
-            _record_failed(services.db, sendlog_id, batch, err.code, err.description)
+            _record_failed(services.db, send, batch, err.code, err.description)
             continue
         except Exception:
-            log.exception("send %s: provider %s failed unexpectedly", sendlog_id, provider.name)
+            log.exception("send %s: provider %s failed unexpectedly", send.id, provider.name)
             failure = ProviderError(*UNEXPECTED)
-            _record_failed(services.db, sendlog_id, batch, *UNEXPECTED)
+            _record_failed(services.db, send, batch, *UNEXPECTED)
             continue
         log.info(
             "send %s: batch of %d to %s in %.3fs",
-            sendlog_id,
+            send.id,
             len(batch),
             provider.name,
             time.perf_counter() - began,
         )
-        sent += _record_results(services.db, sendlog_id, batch, results, following)
+        accepted, still_sending = _record_results(services.db, send, batch, results, following)
+        sent += accepted
+        if not still_sending:  # reconcile took it for dead and settled the rest: stop
+            log.warning("send %s: closed by reconcile while at the provider; stopping", send.id)
+            return ProviderError(*CLOSED_BY_RECONCILE), sent
     return failure, sent
 
 
@@ -190,44 +211,39 @@ def _batch_size(services) -> int:
 
 def _batches(recipients, size, on_batch):
     """Yield (batch of `size`, the next batch's highest sms id or None); report each batch
-    to `on_batch` once the caller is done with it."""
+    to `on_batch` once the caller is done with it. Ids ascend with the recipients."""
     for start in range(0, len(recipients), size):
         batch = recipients[start : start + size]
         following = recipients[start + size : start + 2 * size]
-        yield batch, max((int(r.reference) for r in following), default=None)
+        yield batch, int(following[-1].reference) if following else None
         if on_batch is not None:
             on_batch(len(batch))
 
 
-def _record_results(db: Database, sendlog_id, batch, results, next_through=None) -> int:
-    """Store one batch's answers (and the next batch's dispatch mark); return how many
-    recipients were accepted."""
+def _record_results(
+    db: Database, send: Send, batch, results, next_through=None
+) -> tuple[int, bool]:
+    """Write one batch's answers (and the next batch's dispatch mark); return how many
+    recipients were accepted and whether the send is still ours to go on with."""
     by_reference = {result.reference: result for result in results}
     outcomes = []
     for recipient in batch:
-        sms_id = int(recipient.reference)
         result = by_reference.get(recipient.reference)
         if result is None:
-            outcomes.append((sms_id, None, None, *NO_ANSWER))
+            outcome = (None, send.segments, *NO_ANSWER)
         elif result.accepted and result.provider_id:
-            outcomes.append((sms_id, result.provider_id, result.segments, None, None))
+            outcome = (result.provider_id, result.segments or send.segments, None, None)
         else:
-            outcomes.append(
-                (sms_id, None, None, result.error_code or "", result.reason or "Rejected")
-            )
+            outcome = (None, send.segments, result.error_code or "", result.reason or "Rejected")
+        outcomes.append((recipient.reference, recipient.msisdn, *outcome))
     with db.transaction() as cur:
-        return queries.record_batch(cur, sendlog_id, outcomes, next_through)
+        return queries.record_batch(cur, send, outcomes, next_through)
 
 
-def _record_failed(db: Database, sendlog_id, recipients, code, reason) -> None:
+def _record_failed(db: Database, send: Send, recipients, code, reason) -> None:
+    outcomes = [(r.reference, r.msisdn, None, send.segments, code, reason) for r in recipients]
     with db.transaction() as cur:
-        queries.mark_failed(
-            cur,
-            sendlog_id,
-            [int(recipient.reference) for recipient in recipients],
-            [code] * len(recipients),
-            [reason] * len(recipients),
-        )
+        queries.record_batch(cur, send, outcomes)
 
 
 def normalize(services: Services, msisdns: list[str]) -> list[str]:

@@ -1,5 +1,8 @@
 """A sending process that dies mid-send loses no recipient and sends none twice;
-`flask reconcile` settles what it left `queued`, and never resends."""
+`flask reconcile` settles what it left `queued`, and never resends.
+
+A recipient whose batch the provider has not answered has no sms row yet: it waits in
+pending_recipients, which is `queued` (as /sends/<ref> shows it)."""
 
 import os
 import signal
@@ -28,6 +31,16 @@ def numbers(count: int) -> list[str]:
 def accepted_numbers(count: int) -> list[str]:
     """Numbers MockProvider accepts and reports delivered (last digit 1)."""
     return [f"083{i:06d}1" for i in range(count)]
+
+
+# Every recipient the database holds: its sms row, or its pending entry as `queued`.
+RECIPIENTS = """
+    SELECT id, msisdn, status, reason FROM sms
+    UNION ALL
+    SELECT r.id, r.msisdn, 'queued', NULL
+    FROM pending_recipients AS pending, unnest(pending.ids, pending.msisdns) AS r(id, msisdn)
+    WHERE NOT EXISTS (SELECT 1 FROM sms WHERE sms.id = r.id)
+"""
 
 
 def international(number: str) -> str:
@@ -150,8 +163,9 @@ def test_a_worker_killed_mid_send_loses_nothing_and_sends_nothing_twice(
 
         # The caller got no answer; the database holds the truth.
         assert len(answers) == 1 and isinstance(answers[0], requests.RequestException)
-        per_number = dict(rows(db, "SELECT msisdn, count(*) FROM sms GROUP BY msisdn"))
+        per_number = dict(rows(db, f"SELECT msisdn, count(*) FROM ({RECIPIENTS}) r GROUP BY 1"))
         assert per_number == {international(n): 1 for n in submitted}
+        assert rows(db, "SELECT count(*) FROM sms") == [(900,)]  # batches 1-9 answered
         assert max(fake.received.values()) == 1
         assert len(fake.received) == 10 * 100
         assert rows(db, "SELECT status FROM sendlog") == [("sending",)]
@@ -251,7 +265,11 @@ def age(db, seconds: int) -> None:
 
 def statuses(db) -> dict:
     return dict(
-        rows(db, "SELECT status || ':' || COALESCE(reason, ''), count(*) FROM sms GROUP BY 1")
+        rows(
+            db,
+            f"SELECT status || ':' || COALESCE(reason, ''), count(*) FROM ({RECIPIENTS}) r "
+            "GROUP BY 1",
+        )
     )
 
 
@@ -282,6 +300,57 @@ def test_reconcile_leaves_a_send_that_may_still_be_working_alone(batched_app, db
     assert "0 interrupted send(s)" in result.output
     assert statuses(db) == {"sent:": 100, "queued:": 200}
     assert rows(db, "SELECT status FROM sendlog") == [("sending",)]
+
+
+class HeldProvider(MockProvider):
+    """MockProvider that holds batch `hold_at` until released: a send that is slow, not
+    dead, for a reconcile told to take it for dead."""
+
+    def __init__(self, settings, hold_at: int):
+        super().__init__(settings)
+        self.hold_at = hold_at
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def send_batch(self, recipients, text, sender):
+        if len(self.batches) + 1 == self.hold_at:
+            self.holding.set()
+            self.release.wait(30)
+        return super().send_batch(recipients, text, sender)
+
+
+def test_a_send_closed_by_reconcile_under_it_records_nothing_twice_and_stops(batched_app, db):
+    services = batched_app.extensions["messaging"]
+    provider = services.provider = HeldProvider(services.provider.settings, hold_at=2)
+    outcome = []
+    sender = threading.Thread(
+        target=lambda: outcome.append(
+            service.send_sms(services, "hello", accepted_numbers(300), None, "test")
+        )
+    )
+    sender.start()
+    try:
+        assert provider.holding.wait(30)
+        result = batched_app.test_cli_runner().invoke(args=["reconcile", "--older-than", "0"])
+    finally:
+        provider.release.set()
+        sender.join(30)
+
+    assert "200 recipients never dispatched" not in result.output
+    assert "100 recipients never dispatched, 100 provider outcome unknown" in result.output
+    assert list(provider.batches) == [100, 100]  # the third batch was never handed over
+    [answer] = outcome
+    assert not answer.send_success and answer.messages_sent == 100
+    assert "closed by reconcile" in answer.status_description
+    assert statuses(db) == {
+        "sent:": 100,
+        f"failed:{OUTCOME_UNKNOWN}": 100,
+        f"failed:{NEVER_DISPATCHED}": 100,
+    }
+    [(status, description)] = rows(db, "SELECT status, description FROM sendlog")
+    assert status == "failed" and description.startswith("Send interrupted")
+    assert rows(db, "SELECT count(*) FROM pending_recipients") == [(0,)]
+    assert_counters_match_messages(db)
 
 
 def test_reconcile_twice_changes_nothing_the_second_time(batched_app, db):

@@ -1,9 +1,11 @@
 """GET /sends/<refNumber>: one send and its recipients' delivery status, paged."""
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from messaging.providers.mock import MockProvider
 from tests.conftest import base_config, rows
 
 
@@ -94,6 +96,51 @@ def test_large_sends_are_paged_in_send_order(client, db):
     assert [r["msisdn"] for r in small["recipients"]] == [f"2783{n:07d}" for n in range(7, 14)]
     assert (small["page"], small["pageSize"]) == (2, 7)
     assert beyond["recipients"] == [] and beyond["send"]["quantity"] == 250
+
+
+class HeldProvider(MockProvider):
+    """MockProvider that holds its second batch until released."""
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def send_batch(self, recipients, text, sender):
+        if len(self.batches) == 1:
+            self.holding.set()
+            self.release.wait(30)
+        return super().send_batch(recipients, text, sender)
+
+
+def test_a_send_in_progress_shows_its_unanswered_recipients_queued(make_app, db):
+    app = make_app(base_config(maxBatchSize=3))
+    services = app.extensions["messaging"]
+    services.provider = HeldProvider(services.provider.settings)
+    numbers = [f"08300{n:05d}" for n in range(7)]
+    client = app.test_client()
+    sender = threading.Thread(target=send, args=(app.test_client(), numbers))
+    sender.start()
+    try:
+        assert services.provider.holding.wait(30)
+        [(ref,)] = rows(db, "SELECT id FROM sendlog")
+        during = client.get(f"/sends/{ref}?pageSize=4").get_json()
+        second_page = client.get(f"/sends/{ref}?page=2&pageSize=4").get_json()
+        status = client.get("/messagestatus/0830000005").get_data(as_text=True)
+    finally:
+        services.provider.release.set()
+        sender.join(30)
+    after = client.get(f"/sends/{ref}").get_json()
+
+    recipients = during["recipients"] + second_page["recipients"]
+    assert during["total"] == 7 and during["send"]["status"] == "sending"
+    assert [r["msisdn"] for r in recipients] == [f"2783{n:07d}" for n in range(7)]
+    assert [r["status"] for r in recipients] == ["sent"] * 3 + ["queued"] * 4
+    assert recipients[3]["providerId"] is None
+    assert status == "queued"
+    assert after["total"] == 7 and after["send"]["status"] == "success"
+    assert [r["status"] for r in after["recipients"]] == ["sent"] * 7
+    assert rows(db, "SELECT count(*) FROM pending_recipients") == [(0,)]
 
 
 def test_an_unknown_ref_is_a_404_json_error(client, db):
