@@ -13,12 +13,13 @@ def array_literal(values) -> str:
     if count == 0:
         return "{}"
     nulls = values.count(None)
-    if nulls == count:
-        return "{" + ",".join(["NULL"] * count) + "}"
-    if nulls == 0:  # the common case, joined in one pass: plain unless it holds ", \ or NUL
-        joined = '","'.join(map(str, values))
-        if "\\" not in joined and "\x00" not in joined and joined.count('"') == 2 * (count - 1):
-            return '{"' + joined + '"}'
+    # One pass in C when every element is plain (no ", \\ or NUL): NUL stands for NULL.
+    texts = map(str, values) if not nulls else ["\x00" if v is None else str(v) for v in values]
+    joined = '","'.join(texts)
+    plain = "\\" not in joined and joined.count('"') == 2 * (count - 1)
+    if plain and joined.count("\x00") == nulls:
+        literal = '{"' + joined + '"}'
+        return literal.replace('"\x00"', "NULL") if nulls else literal
     return "{" + ",".join(_array_element(value) for value in values) + "}"
 
 
@@ -87,7 +88,7 @@ def mark_sent(cur, sendlog_id, sms_ids, provider_ids, segments):
         WHERE id = %s
         RETURNING (SELECT count(*) FROM changed)
         """,
-        (sms_ids, provider_ids, segments, sendlog_id),
+        (array_literal(sms_ids), array_literal(provider_ids), array_literal(segments), sendlog_id),
     )
     return cur.fetchone()[0]
 
@@ -170,7 +171,7 @@ def mark_failed(cur, sendlog_id, sms_ids, codes, reasons):
         WHERE id = %s
         RETURNING (SELECT count(*) FROM changed)
         """,
-        (sms_ids, codes, reasons, sendlog_id),
+        (array_literal(sms_ids), array_literal(codes), array_literal(reasons), sendlog_id),
     )
     return cur.fetchone()[0]
 
@@ -249,7 +250,7 @@ def apply_status_updates(cur, provider_ids, statuses, codes, reasons):
         )
         SELECT count(*) FROM changed
         """,
-        (provider_ids, statuses, codes, reasons),
+        tuple(array_literal(column) for column in (provider_ids, statuses, codes, reasons)),
     )
     return cur.fetchone()[0]
 
@@ -412,7 +413,7 @@ def lock_unresolved(cur, sms_ids):
         ORDER BY id
         FOR UPDATE
         """,
-        (sms_ids,),
+        (array_literal(sms_ids),),
     )
     return _lock_sends(cur, cur.fetchall())
 
@@ -424,7 +425,7 @@ def lock_unresolved_by_provider_id(cur, provider_ids):
     """
     cur.execute(
         "SELECT DISTINCT providerid FROM sms WHERE providerid = ANY(%s::varchar[])",
-        (provider_ids,),
+        (array_literal(provider_ids),),
     )
     known = {row[0] for row in cur.fetchall()}
     cur.execute(
@@ -434,7 +435,7 @@ def lock_unresolved_by_provider_id(cur, provider_ids):
         ORDER BY id
         FOR UPDATE
         """,
-        (provider_ids,),
+        (array_literal(provider_ids),),
     )
     return _lock_sends(cur, cur.fetchall()), known
 
@@ -444,7 +445,7 @@ def _lock_sends(cur, messages):
     if sendlog_ids:
         cur.execute(
             "SELECT id FROM sendlog WHERE id = ANY(%s::int[]) ORDER BY id FOR UPDATE",
-            (sendlog_ids,),
+            (array_literal(sendlog_ids),),
         )
     return [(sms_id, provider_id) for sms_id, provider_id, _ in messages]
 

@@ -32,5 +32,10 @@ def test_numbers_and_nul_characters(db):
         assert cur.fetchone()[0] == [3, 1, 2]
         cur.execute("SELECT %s::int[]", (array_literal(["7", None]),))
         assert cur.fetchone()[0] == [7, None]
-        cur.execute("SELECT %s::varchar[]", (array_literal(["a\x00b", 'c"\x00']),))
-        assert cur.fetchone()[0] == ["ab", 'c"']
+        for given, stored in [
+            (["a\x00b", "c"], ["ab", "c"]),
+            (["\x00", None], ["", None]),
+            (['c"\x00'], ['c"']),
+        ]:
+            cur.execute("SELECT %s::varchar[]", (array_literal(given),))
+            assert cur.fetchone()[0] == stored
