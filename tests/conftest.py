@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +20,7 @@ from psycopg2 import sql
 from messaging import create_app
 from messaging.config import config_from_mapping
 from messaging.db import database_url as url_for_database
+from messaging.providers.mock import MockProvider
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_SERVER = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
@@ -144,6 +146,23 @@ def runner(app):
 @pytest.fixture
 def provider(app):
     return app.extensions["messaging"].provider
+
+
+class HeldProvider(MockProvider):
+    """MockProvider that holds batch `hold_at` (from 1) until released: a send caught
+    while that batch is at the provider."""
+
+    def __init__(self, settings, hold_at: int):
+        super().__init__(settings)
+        self.hold_at = hold_at
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def send_batch(self, recipients, text, sender):
+        if len(self.batches) + 1 == self.hold_at:
+            self.holding.set()
+            self.release.wait(30)
+        return super().send_batch(recipients, text, sender)
 
 
 def rows(conn, query: str, *params):

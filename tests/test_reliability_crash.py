@@ -17,7 +17,7 @@ import requests
 from messaging import service
 from messaging.providers.base import SendResult
 from messaging.providers.mock import MockProvider
-from tests.conftest import base_config, gunicorn_server, rows
+from tests.conftest import HeldProvider, base_config, gunicorn_server, rows
 from tests.providers.fakes import FakeProvider, Reply
 
 NEVER_DISPATCHED = "interrupted before dispatch"
@@ -300,23 +300,6 @@ def test_reconcile_leaves_a_send_that_may_still_be_working_alone(batched_app, db
     assert "0 interrupted send(s)" in result.output
     assert statuses(db) == {"sent:": 100, "queued:": 200}
     assert rows(db, "SELECT status FROM sendlog") == [("sending",)]
-
-
-class HeldProvider(MockProvider):
-    """MockProvider that holds batch `hold_at` until released: a send that is slow, not
-    dead, for a reconcile told to take it for dead."""
-
-    def __init__(self, settings, hold_at: int):
-        super().__init__(settings)
-        self.hold_at = hold_at
-        self.holding = threading.Event()
-        self.release = threading.Event()
-
-    def send_batch(self, recipients, text, sender):
-        if len(self.batches) + 1 == self.hold_at:
-            self.holding.set()
-            self.release.wait(30)
-        return super().send_batch(recipients, text, sender)
 
 
 def test_a_send_closed_by_reconcile_under_it_records_nothing_twice_and_stops(batched_app, db):

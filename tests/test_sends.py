@@ -5,8 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from messaging.providers.mock import MockProvider
-from tests.conftest import base_config, rows
+from tests.conftest import HeldProvider, base_config, rows
 
 
 def send(client, numbers, message="Water off at 10:00", **extra) -> str:
@@ -98,25 +97,10 @@ def test_large_sends_are_paged_in_send_order(client, db):
     assert beyond["recipients"] == [] and beyond["send"]["quantity"] == 250
 
 
-class HeldProvider(MockProvider):
-    """MockProvider that holds its second batch until released."""
-
-    def __init__(self, settings):
-        super().__init__(settings)
-        self.holding = threading.Event()
-        self.release = threading.Event()
-
-    def send_batch(self, recipients, text, sender):
-        if len(self.batches) == 1:
-            self.holding.set()
-            self.release.wait(30)
-        return super().send_batch(recipients, text, sender)
-
-
 def test_a_send_in_progress_shows_its_unanswered_recipients_queued(make_app, db):
     app = make_app(base_config(maxBatchSize=3))
     services = app.extensions["messaging"]
-    services.provider = HeldProvider(services.provider.settings)
+    services.provider = HeldProvider(services.provider.settings, hold_at=2)
     numbers = [f"08300{n:05d}" for n in range(7)]
     client = app.test_client()
     sender = threading.Thread(target=send, args=(app.test_client(), numbers))
