@@ -10,9 +10,31 @@ Wire format: form `POST` to the messaging URL with headers `apiKey` and
 `message`, `from`?, `bulkSMSMode=1`; answered 201 with
 `SMSMessageData.Recipients[]` (`statusCode`, `number`, `status`, `messageId`, `cost`);
 bad credentials are a 401 with a plain-text body. No status query: delivery reports are
-pushed as form POSTs with `id`, `status`, `phoneNumber`, `failureReason`.
+pushed as form POSTs with `id`, `status`, `phoneNumber`, `networkCode`, `failureReason`.
 
 Corrections and choices after checking the docs and client libraries:
+- Endpoint, headers, form fields and the sandbox host match Africa's Talking's "Send SMS"
+  page (docs.africastalking.com/sms/sending) and the official SDKs
+  (africastalking-python africastalking/SMS.py and Service.py, africastalking-node.js
+  lib/sms.js); the Python SDK requires the leading `+` on every number.
+- Recipient statusCodes 100/101/102 = accepted and 401-409, 500-502 = refused match the
+  docs' status table as copied by Apprise (apprise/plugins africas_talking,
+  AFRICAS_TALKING_HTTP_ERROR_MAP).
+- A refusal is not always a 201: the SMS notifications docs show Nigeria's
+  do-not-disturb window answered as HTTP 409 whose body still lists each recipient
+  (statusCode 409), so the recipients are read whatever the status; and an invalid
+  sender id comes back as `{"SMSMessageData": {"Message": "InvalidSenderId",
+  "Recipients": []}}` (reported in medic/medic-docs#112 and teamsempo/SempoBlockchain#92),
+  so an empty Recipients list refuses the batch with that Message.
+- Batch size: neither the docs nor the official SDKs state a limit on recipients per
+  request (the 1000 we used was never sourced; Apprise batches 50). Without `enqueue` the
+  API answers only after handing every number to the networks, so a big batch makes a
+  slow request whose timeout leaves all its recipients "provider outcome unknown"; we
+  send at most 100 a request.
+- Delivery report statuses: Sent, Submitted, Buffered (in flight), Success (delivered),
+  Rejected, Failed (final) per the delivery-reports docs; the current notifications docs
+  add AbsentSubscriber and Expired, mapped to failed. `failureReason` comes only with
+  Rejected or Failed; `retryCount` (premium SMS only) is ignored.
 - Sending is not de-duplicated, so a send that may have reached Africa's Talking is
   never resent ("provider outcome unknown").
 - Insufficient balance is reported per recipient (statusCode 405); when no recipient of
@@ -62,15 +84,15 @@ REPORT_STATUSES = {
     "Success": DELIVERED,  # delivered to the handset
     "Rejected": FAILED,  # refused by the network (see failureReason)
     "Failed": FAILED,  # could not be delivered (see failureReason)
-    "AbsentSubscriber": FAILED,  # older accounts report the reason as the status
-    "Expired": FAILED,  # validity period passed
+    "AbsentSubscriber": FAILED,  # the SIM was unreachable (current notifications docs)
+    "Expired": FAILED,  # discarded by the network's firewall (current notifications docs)
 }
 
 
 class AfricasTalking(HttpProvider):
     name = "AfricasTalking"
     default_url = "https://api.africastalking.com/version1/messaging"
-    max_batch_size = 1000
+    max_batch_size = 100  # no documented limit; see the module docstring
     can_query_status = False
     receipt_auth = "secret"
 
@@ -100,14 +122,15 @@ class AfricasTalking(HttpProvider):
         answer = json_or_none(response)
         if response.status_code == 401:
             raise ProviderError("401", "Authentication failed")
-        if response.status_code not in (200, 201) or not isinstance(answer, dict):
-            if response.status_code >= 500 or response.status_code == 429:
-                raise self.unavailable(response)
-            reason = response.text.strip()[:200] or "Refused by Africa's Talking"
-            raise ProviderError(str(response.status_code), reason)
-        data = answer.get("SMSMessageData") or {}
+        data = answer.get("SMSMessageData") if isinstance(answer, dict) else None
+        entries = data.get("Recipients") if isinstance(data, dict) else None
+        # Recipients are read whatever the status: a 409 still lists each refusal.
+        if not isinstance(entries, list) or not entries:
+            raise self.request_error(response, data)
         by_number: dict[str, list[dict]] = {}
-        for entry in data.get("Recipients") or []:
+        for entry in entries:
+            if not isinstance(entry, dict):
+                continue
             number = str(entry.get("number", "")).lstrip("+")
             by_number.setdefault(number, []).append(entry)
         segments = count_segments(text)
@@ -118,6 +141,16 @@ class AfricasTalking(HttpProvider):
         if results and all(r.error_code == str(OUT_OF_CREDIT) for r in results):
             raise ProviderError(str(OUT_OF_CREDIT), "Out of credit")
         return results
+
+    def request_error(self, response, data) -> ProviderError:
+        """The error for an answer that lists no recipient."""
+        if response.status_code >= 500 or response.status_code == 429:
+            return self.unavailable(response)
+        code = "" if response.status_code in (200, 201) else str(response.status_code)
+        # e.g. {"Message": "InvalidSenderId", "Recipients": []}
+        message = str(data.get("Message") or "") if isinstance(data, dict) else ""
+        reason = message or response.text.strip()[:200] or "Refused by Africa's Talking"
+        return ProviderError(code, reason)
 
     def result(self, recipient, entry, segments) -> SendResult:
         if entry is None:

@@ -8,6 +8,7 @@ from messaging.providers.africastalking import AfricasTalking
 from messaging.providers.base import Receipt, Recipient
 from tests.conftest import base_config, rows
 from tests.providers.conftest import settings
+from tests.providers.fakes import Reply
 
 TWO = [Recipient("254711000001", "11"), Recipient("254711000002", "12")]
 
@@ -31,6 +32,18 @@ def answer(*recipients):
     return {
         "SMSMessageData": {"Message": f"Sent to {len(recipients)}", "Recipients": list(recipients)}
     }
+
+
+def africas_talking(request):
+    """Answer a send as Africa's Talking documents it: 201, one Recipients entry a number."""
+    numbers = request.form["to"].split(",")
+    entries = [
+        recipient(n) if n.startswith("+") else recipient(n, 403, "InvalidPhoneNumber", "None")
+        for n in numbers
+    ]
+    taken = sum(entry["statusCode"] == 101 for entry in entries)
+    data = {"Message": f"Sent to {taken}/{len(numbers)} Total Cost: KES 0.8000"}
+    return Reply(201, {"SMSMessageData": {**data, "Recipients": entries}})
 
 
 def test_send_posts_the_documented_form_with_the_api_key(fake, sleeps):
@@ -85,6 +98,53 @@ def test_insufficient_balance_for_everyone_is_out_of_credit(fake, sleeps):
     assert caught.value.message == "Error 405: Out of credit"
 
 
+def test_a_409_do_not_disturb_answer_still_maps_each_recipient(fake, sleeps):
+    # The SMS notifications docs' example: Nigeria's promotional window, HTTP 409.
+    refused = {
+        "cost": "0",
+        "messageId": "None",
+        "number": "+2348030000001",
+        "status": "DoNotDisturbRejection",
+        "statusCode": 409,
+    }
+    body = {"SMSMessageData": {"Message": "Sent to 0/1 Total Cost: 0", "Recipients": [refused]}}
+    fake.reply(409, body)
+    [result] = provider(fake, sleeps).send_batch([Recipient("2348030000001", "11")], "x", None)
+    assert (result.accepted, result.error_code, result.reason) == (
+        False,
+        "409",
+        "Do not disturb rejection",
+    )
+
+
+def test_an_invalid_sender_id_refuses_the_batch_with_the_answers_message(fake, sleeps):
+    fake.reply(201, {"SMSMessageData": {"Message": "InvalidSenderId", "Recipients": []}})
+    with pytest.raises(ProviderError) as caught:
+        provider(fake, sleeps).send_batch(TWO, "x", "NOTMINE")
+    assert caught.value.message == "InvalidSenderId"
+
+
+def test_a_plain_text_refusal_keeps_its_status_and_text(fake, sleeps):
+    fake.reply(400, "Request is missing required form field 'to'")
+    with pytest.raises(ProviderError) as caught:
+        provider(fake, sleeps).send_batch(TWO, "x", None)
+    assert caught.value.message == "Error 400: Request is missing required form field 'to'"
+
+
+def test_a_batch_holds_at_most_100_recipients(fake, make_app, db):
+    # No documented limit: 100 keeps each synchronous request, and its timeout, small.
+    fake.default = africas_talking
+    config = base_config(
+        name="AfricasTalking", token="k", url=fake.url, options={"username": "imqs"}
+    )
+    client = make_app(config).test_client()
+    numbers = [f"083{n:07d}" for n in range(1, 102)]
+    body = client.post("/sendsms", json={"message": "hi", "msisdns": numbers}).get_json()
+    assert body["messagesSent"] == 101
+    assert sorted(len(r.form["to"].split(",")) for r in fake.requests) == [1, 100]
+    assert all(n.startswith("+27") for r in fake.requests for n in r.form["to"].split(","))
+
+
 def test_a_503_is_retried_then_succeeds(fake, sleeps):
     fake.reply(503, "busy").reply(
         201, answer(recipient("+254711000001"), recipient("+254711000002"))
@@ -123,6 +183,8 @@ def test_sandbox_username_uses_the_sandbox_host(fake, sleeps):
         ("Buffered", "sent"),
         ("Rejected", "failed"),
         ("Failed", "failed"),
+        ("AbsentSubscriber", "failed"),
+        ("Expired", "failed"),
     ],
 )
 def test_delivery_report_maps_each_status_family(fake, sleeps, name, status):
