@@ -79,6 +79,8 @@ STATUSES = {
     "EXCESSIVE_MESSAGES_TO_RECIPIENT": FAILED,  # no code given; too many to one number
 }
 
+RATE_LIMITED = "43"
+
 # Numeric statusCode families, for names not in STATUSES: (lowest, highest, our status).
 STATUS_CODE_FAMILIES = (
     (1, 4, SENT),  # unknown, queued, scheduled, sent to supplier
@@ -94,7 +96,7 @@ ACCOUNT_ERRORS = {
     "7": "IP address not approved",  # HTTP 401, request from outside the allow list
     "20": "Out of credit",  # HTTP 402, insufficient account balance
     "22": "Too many messages in one request",  # HTTP 400
-    "43": "Rate limit exceeded",  # HTTP 400 in the errors table
+    "43": "Rate limit exceeded",  # HTTP 400 in the errors table; retried with backoff
 }
 
 
@@ -167,6 +169,12 @@ class ClickatellOne(HttpProvider):
             raise self.request_error(response, answer)
         replies = [reply for reply in replies if isinstance(reply, dict)]
         return match_replies(recipients, replies, count_segments(text))
+
+    def refused_for_now(self, response) -> bool:
+        """Error 43 (rate limit) comes as HTTP 400, not 429: nothing was sent, so retry."""
+        answer = json_or_none(response) if response.status_code == 400 else None
+        error = answer.get("error") if isinstance(answer, dict) else None
+        return isinstance(error, dict) and str(error.get("code", "")) == RATE_LIMITED
 
     def request_error(self, response, answer) -> ProviderError:
         error = answer.get("error") if isinstance(answer, dict) else None

@@ -6,7 +6,8 @@ backoff and jitter, throttling, and bounded parallelism for one-recipient-per-re
 
 Resending rules (a duplicate SMS cannot be taken back, a missed retry can):
 - nothing reached the provider (connection refused, connect timeout): resend;
-- the provider refused before processing (429, 503): resend after Retry-After;
+- the provider refused before processing (429, 503, or what a plugin's
+  `refused_for_now` recognises): resend after Retry-After;
 - the request may have been processed (read timeout, connection dropped mid-answer,
   other 5xx): resend only when `resend_is_safe` says the provider de-duplicates the
   request; otherwise raise `OutcomeUnknown` and the plugin reports those recipients as
@@ -181,9 +182,10 @@ class HttpProvider(Provider):
                 attempts,
             )
             status = response.status_code
-            if status < 500 and status != 429:
+            refused = status in REFUSED_STATUSES or self.refused_for_now(response)
+            if status < 500 and not refused:
                 return response
-            if status not in REFUSED_STATUSES and not resend_safe:
+            if not refused and not resend_safe:
                 # A 500/502/504 may come after the provider did the work.
                 raise OutcomeUnknown(f"HTTP {status}")
             if attempt == attempts:
@@ -191,6 +193,11 @@ class HttpProvider(Provider):
             wait = retry_after_seconds(response.headers.get("Retry-After"))
             self.sleep(self._backoff(attempt) if wait is None else wait)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def refused_for_now(self, response) -> bool:
+        """Does this answer refuse the request unprocessed, to be retried later, though its
+        status is not 429 or 503? (A provider that says so in its body overrides this.)"""
+        return False
 
     def _backoff(self, attempt: int) -> float:
         base = min(0.5 * 2 ** (attempt - 1), MAX_BACKOFF)

@@ -164,6 +164,30 @@ def test_429_waits_for_retry_after(fake, sleeps):
     assert sleeps == [3.0]
 
 
+RATE_LIMITED = {"messages": [], "error": {"code": 43, "description": "Rate limit exceeded"}}
+
+
+def test_rate_limit_error_43_in_a_400_is_retried_like_a_429(fake, sleeps):
+    fake.reply(400, RATE_LIMITED).reply(202, BOTH)
+    assert all(r.accepted for r in provider(fake, sleeps).send_batch(TWO, "x", None))
+    assert len(fake.requests) == 2 and len(sleeps) == 1
+
+
+def test_rate_limit_through_every_retry_refuses_the_batch_as_rate_limited(fake, sleeps):
+    fake.reply(400, RATE_LIMITED).reply(400, RATE_LIMITED)
+    with pytest.raises(ProviderError) as caught:
+        provider(fake, sleeps, retries=1).send_batch(TWO, "x", None)
+    assert caught.value.message == "Error 43: Rate limit exceeded"
+    assert len(fake.requests) == 2
+
+
+def test_other_400_errors_are_not_retried(fake, sleeps):
+    fake.reply(400, {"messages": [], "error": {"code": 22, "description": "Too many"}})
+    with pytest.raises(ProviderError):
+        provider(fake, sleeps).send_batch(TWO, "x", None)
+    assert len(fake.requests) == 1 and sleeps == []
+
+
 def test_read_timeout_is_not_resent(fake, sleeps):
     fake.reply(202, hang=True)
     results = provider(fake, sleeps, timeout=0.2).send_batch(TWO, "x", None)
