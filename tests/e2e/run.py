@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, closing
 from pathlib import Path
 
@@ -407,6 +408,16 @@ def run(checks: Checks, stack: ExitStack, work: Path) -> None:
     delivered = http.get(f"{base}/messagestatus/0830000000")
     checks.check("GET /messagestatus after the poll: delivered", delivered.text == "delivered")
 
+    # Four slow requests at once: while one worker is busy the other must take the next,
+    # so both have served (and counted) something before /metrics is read.
+    numbers = {"msisdns": [f"08{n:08d}" for n in range(100_000)]}
+    with ThreadPoolExecutor(4) as pool:
+        busy = list(pool.map(lambda _: requests.post(f"{base}/normalize", json=numbers), range(4)))
+    checks.check(
+        "four concurrent 100,000-number normalizes through nginx",
+        [answer.status_code for answer in busy] == [200] * 4,
+        [answer.status_code for answer in busy],
+    )
     scrapes = [http.get(f"{base}/metrics", headers={"Connection": "close"}) for _ in range(4)]
     texts = [scrape.text for scrape in scrapes]
     sends = [
