@@ -24,10 +24,10 @@ from datetime import datetime
 import requests
 from flask import current_app, request
 
-from messaging import queries
 from messaging.config import AuthSettings
 from messaging.db import Database
 from messaging.errors import InvalidInput, NotFound, ServiceUnavailable, Unauthorized
+from messaging.queries import api_keys
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ class ApiKeyAuth:
             raise Unauthorized(UNAUTHORIZED)
         digest = hash_api_key(key)
         with self.database.transaction() as cur:
-            found = queries.find_api_key(cur, digest, LAST_USED_EVERY)
+            found = api_keys.find_api_key(cur, digest, LAST_USED_EVERY)
             if found is None:
                 log.info("refused an unknown API key")
                 raise Unauthorized(UNAUTHORIZED)
@@ -251,7 +251,7 @@ class ApiKeyAuth:
                 log.info("refused the revoked API key %s", name)
                 raise Unauthorized(UNAUTHORIZED)
             if needs_touch:
-                queries.touch_api_key(cur, key_id, LAST_USED_EVERY)
+                api_keys.touch_api_key(cur, key_id, LAST_USED_EVERY)
         return Identity(name)
 
 
@@ -276,7 +276,7 @@ def create_api_key(database: Database, name: str) -> str:
     check_key_name(name)
     key = new_api_key()
     with database.transaction() as cur:
-        if queries.insert_api_key(cur, name, hash_api_key(key)) is None:
+        if api_keys.insert_api_key(cur, name, hash_api_key(key)) is None:
             raise InvalidInput(f"an API key named {name!r} already exists (names are never reused)")
     log.info("created API key %s", name)
     return key
@@ -284,13 +284,13 @@ def create_api_key(database: Database, name: str) -> str:
 
 def list_api_keys(database: Database) -> list[ApiKeyInfo]:
     with database.transaction() as cur:
-        return [ApiKeyInfo(*row) for row in queries.list_api_keys(cur)]
+        return [ApiKeyInfo(*row) for row in api_keys.list_api_keys(cur)]
 
 
 def revoke_api_key(database: Database, name: str) -> bool:
     """Revoke the key called `name`; return False if it already was. NotFound if no such key."""
     with database.transaction() as cur:
-        was_revoked = queries.revoke_api_key(cur, name)
+        was_revoked = api_keys.revoke_api_key(cur, name)
     if was_revoked is None:
         raise NotFound(f"no API key named {name!r}")
     log.info("revoked API key %s", name)

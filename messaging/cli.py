@@ -3,17 +3,21 @@
 import csv
 import functools
 import getpass
+import importlib
+import pkgutil
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import click
 from flask import current_app
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
-from messaging import auth, db, metrics, polling, queries, reconcile, service
+from messaging import auth, db, metrics, polling, reconcile, service
 from messaging.config import ConfigError, parse_duration
 from messaging.errors import MessagingError
+from messaging.queries.reports import status_totals
 
 # AppGroup: every subcommand runs inside the app context.
 db_group = AppGroup("db", help="Database schema commands.")
@@ -156,7 +160,7 @@ def stats_command(since, until):
     if start >= end:
         raise click.BadParameter("--since must be before --until", param_hint="--since")
     with db.get_db().transaction() as cur:
-        totals, sends = queries.status_totals(cur, start, end)
+        totals, sends = status_totals(cur, start, end)
     click.echo(f"sends from {start:%Y-%m-%d %H:%M:%S} to {end:%Y-%m-%d %H:%M:%S} UTC: {sends}")
     for status in ("delivered", "failed", "sent", "queued"):
         click.echo(f"{status:<10} {totals[status]:>10}")
@@ -293,6 +297,15 @@ def init_app(app) -> None:
     app.shell_context_processor(shell_context)
 
 
+def query_modules() -> SimpleNamespace:
+    """Every module of messaging.queries, by name: `queries.sends.find_send(cur, 1)`."""
+    package = importlib.import_module("messaging.queries")
+    names = [module.name for module in pkgutil.iter_modules(package.__path__)]
+    return SimpleNamespace(
+        **{name: importlib.import_module(f"messaging.queries.{name}") for name in names}
+    )
+
+
 def shell_context() -> dict:
     """Preload the service objects into `flask shell`."""
     services = current_app.extensions["messaging"]
@@ -310,7 +323,7 @@ def shell_context() -> dict:
         "sql": sql,
         "provider": services.provider,
         "service": service,
-        "queries": queries,
+        "queries": query_modules(),
         "send_sms": functools.partial(service.send_sms, services),
         "message_status": functools.partial(service.message_status, services),
         "normalize": functools.partial(service.normalize, services),

@@ -6,9 +6,14 @@ import re
 import time
 from collections.abc import Callable
 
-from messaging import queries
 from messaging.db import Database
 from messaging.errors import InvalidInput, MessagingError
+from messaging.queries.idempotency import (
+    claim_idempotency_key,
+    idempotent_response,
+    release_idempotency_key,
+    store_idempotent_response,
+)
 
 KEY_FORMAT = re.compile(r"^[\x21-\x7e]{1,255}$")
 # How long a request waits for a concurrent one with the same key to finish.
@@ -32,7 +37,7 @@ def run_once(
     if not KEY_FORMAT.match(key):
         raise InvalidInput("Idempotency-Key must be 1-255 visible ASCII characters")
     with db.transaction() as cur:
-        claimed = queries.claim_idempotency_key(cur, identity, key, request_fingerprint)
+        claimed = claim_idempotency_key(cur, identity, key, request_fingerprint)
     if not claimed:
         return _replay(db, identity, key, request_fingerprint)
     try:
@@ -40,10 +45,10 @@ def run_once(
     except BaseException:
         # Nothing was recorded as answered, so the key may be used again.
         with db.transaction() as cur:
-            queries.release_idempotency_key(cur, identity, key)
+            release_idempotency_key(cur, identity, key)
         raise
     with db.transaction() as cur:
-        queries.store_idempotent_response(cur, identity, key, json.dumps(answer))
+        store_idempotent_response(cur, identity, key, json.dumps(answer))
     return answer
 
 
@@ -51,7 +56,7 @@ def _replay(db: Database, identity: str, key: str, request_fingerprint: str) -> 
     deadline = time.monotonic() + WAIT_SECONDS
     while True:
         with db.transaction() as cur:
-            row = queries.idempotent_response(cur, identity, key)
+            row = idempotent_response(cur, identity, key)
         if row is None:
             raise InProgress("the request with this Idempotency-Key failed; send it again")
         stored_fingerprint, answer = row

@@ -9,7 +9,7 @@ and no transaction is open while the provider works (STYLE rule 4):
 2. ask: the provider is queried, in batches when it takes many ids a call
    (`status_batch_size`), else one id a call, the lanes bounding the parallel requests;
 3. store: a short transaction locks the chunk's messages still `sent`, then their sends,
-   each in id order, stores the final answers with `queries.apply_status_updates`, and
+   each in id order, stores the final answers with `apply_status_updates`, and
    marks the rest as asked about now.
 
 Due means: status `sent`, sent within the window, and in no range claimed or asked
@@ -25,9 +25,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from messaging import queries
 from messaging.errors import MessagingError, ProviderError
 from messaging.providers.base import DELIVERED, FAILED, Provider, StatusUpdate
+from messaging.queries.polling import (
+    claim_due_messages,
+    count_due_messages,
+    poll_start,
+    release_poll_claim,
+)
+from messaging.queries.status import apply_status_updates, lock_unresolved
 from messaging.service import Services
 
 log = logging.getLogger(__name__)
@@ -79,8 +85,8 @@ def due_count(services: Services, window_seconds: float | None = None) -> int:
     """Count the messages a run starting now would ask about."""
     window = window_seconds or services.config.delivery_status.window
     with services.db.transaction() as cur:
-        run_start, window_start, _ = queries.poll_start(cur, window)
-        return queries.count_due_messages(cur, window_start, run_start)
+        run_start, window_start, _ = poll_start(cur, window)
+        return count_due_messages(cur, window_start, run_start)
 
 
 def poll(
@@ -115,7 +121,7 @@ def poll(
     run = _Run(services, batch, chunk_size, lease, summary, progress)
     try:
         with services.db.transaction() as cur:
-            run.run_start, run.window_start, first_id = queries.poll_start(
+            run.run_start, run.window_start, first_id = poll_start(
                 cur, window_seconds or services.config.delivery_status.window
             )
     except MessagingError as err:
@@ -188,7 +194,7 @@ class _Run:
     def claim(self) -> tuple[int | None, list[tuple[int, str]]]:
         """Claim the next chunk of due messages; (None, []) when none is left."""
         with self.claim_lock, self.db.transaction() as cur:
-            claim_id, claimed = queries.claim_due_messages(
+            claim_id, claimed = claim_due_messages(
                 cur, self.cursor, self.window_start, self.run_start, self.lease, self.chunk_size
             )
             if claimed:
@@ -250,7 +256,7 @@ class _Run:
         """Store final answers for the messages still `sent`; end the claim's lease."""
         delivered = failed = in_flight = 0
         with self.db.transaction() as cur:
-            unresolved = queries.lock_unresolved(cur, [sms_id for sms_id, _ in claimed])
+            unresolved = lock_unresolved(cur, [sms_id for sms_id, _ in claimed])
             final = []
             for _, provider_id in unresolved:
                 answer = answers.get(provider_id)
@@ -261,14 +267,8 @@ class _Run:
                 else:
                     in_flight += answer is not None
             if final:
-                queries.apply_status_updates(
-                    cur,
-                    [answer.provider_id for answer in final],
-                    [answer.status for answer in final],
-                    [answer.code for answer in final],
-                    [answer.reason for answer in final],
-                )
-            queries.release_poll_claim(cur, claim_id)
+                apply_status_updates(cur, final)
+            release_poll_claim(cur, claim_id)
         with self.lock:
             summary = self.summary
             summary.checked += len(claimed)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from flask import Blueprint, current_app, jsonify, request
 from requests.structures import CaseInsensitiveDict
 
-from messaging import queries
 from messaging.db import Database
 from messaging.errors import NotFound
 from messaging.providers.base import DELIVERED, FAILED, Receipt, StatusUpdate
+from messaging.queries.status import apply_status_updates, lock_unresolved_by_provider_id
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +45,11 @@ def record_updates(database: Database, updates: list[StatusUpdate]) -> ReceiptOu
     if not provider_ids:
         return ReceiptOutcome(0, 0, ())
     with database.transaction() as cur:
-        unresolved, known = queries.lock_unresolved_by_provider_id(cur, provider_ids)
+        unresolved, known = lock_unresolved_by_provider_id(cur, provider_ids)
         stored = [final[pid] for pid in dict.fromkeys(pid for _, pid in unresolved) if pid in final]
         updated = 0
         if stored:
-            updated = queries.apply_status_updates(
-                cur,
-                [update.provider_id for update in stored],
-                [update.status for update in stored],
-                [update.code for update in stored],
-                [update.reason for update in stored],
-            )
+            updated = apply_status_updates(cur, stored)
     unknown = tuple(pid for pid in provider_ids if pid not in known)
     return ReceiptOutcome(len(updates), updated, unknown)
 

@@ -30,10 +30,16 @@ and the next run asks again.
 import logging
 from dataclasses import dataclass
 
-from messaging import queries
 from messaging.errors import MessagingError
 from messaging.providers.base import Recipient
 from messaging.providers.http import OUTCOME_UNKNOWN
+from messaging.queries.reconcile import (
+    finish_interrupted_send,
+    interrupted_sends,
+    queued_messages,
+    write_pending_as_queued,
+)
+from messaging.queries.sends import mark_failed, mark_sent
 from messaging.service import Services
 
 log = logging.getLogger(__name__)
@@ -88,7 +94,7 @@ def reconcile(services: Services, older_than: float | None = None) -> ReconcileS
         older_than = default_older_than(services)
     summary = ReconcileSummary()
     with services.db.transaction() as cur:
-        interrupted = queries.interrupted_sends(cur, older_than)
+        interrupted = interrupted_sends(cur, older_than)
     summary.sends = len(interrupted)
     for sendlog_id, dispatched_through in interrupted:
         _settle(services, sendlog_id, dispatched_through or 0, summary)
@@ -101,8 +107,8 @@ def _settle(services: Services, sendlog_id: int, dispatched_through: int, summar
     """Settle one interrupted send's queued recipients, then close it."""
     db = services.db
     with db.transaction() as cur:
-        queries.write_pending_as_queued(cur, sendlog_id)
-        queued = queries.queued_messages(cur, sendlog_id)
+        write_pending_as_queued(cur, sendlog_id)
+        queued = queued_messages(cur, sendlog_id)
         never = [sms_id for sms_id, _ in queued if sms_id > dispatched_through]
         if never:
             summary.never_dispatched += _fail(cur, sendlog_id, never, NEVER_DISPATCHED)
@@ -112,7 +118,7 @@ def _settle(services: Services, sendlog_id: int, dispatched_through: int, summar
     if maybe:
         _settle_maybe_dispatched(services, sendlog_id, maybe, summary)
     with db.transaction() as cur:
-        closed = queries.finish_interrupted_send(cur, sendlog_id, NEVER_DISPATCHED, OUTCOME_UNKNOWN)
+        closed = finish_interrupted_send(cur, sendlog_id, NEVER_DISPATCHED, OUTCOME_UNKNOWN)
     summary.closed += closed
 
 
@@ -146,7 +152,7 @@ def _settle_maybe_dispatched(services, sendlog_id, recipients, summary) -> None:
             refused.append(answer)
     with services.db.transaction() as cur:
         if sent:
-            summary.found_sent += queries.mark_sent(
+            summary.found_sent += mark_sent(
                 cur,
                 sendlog_id,
                 [int(answer.reference) for answer in sent],
@@ -154,7 +160,7 @@ def _settle_maybe_dispatched(services, sendlog_id, recipients, summary) -> None:
                 [answer.segments for answer in sent],
             )
         if refused:
-            summary.found_failed += queries.mark_failed(
+            summary.found_failed += mark_failed(
                 cur,
                 sendlog_id,
                 [int(answer.reference) for answer in refused],
@@ -166,6 +172,4 @@ def _settle_maybe_dispatched(services, sendlog_id, recipients, summary) -> None:
 
 
 def _fail(cur, sendlog_id, sms_ids, reason) -> int:
-    return queries.mark_failed(
-        cur, sendlog_id, sms_ids, [""] * len(sms_ids), [reason] * len(sms_ids)
-    )
+    return mark_failed(cur, sendlog_id, sms_ids, [""] * len(sms_ids), [reason] * len(sms_ids))

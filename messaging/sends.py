@@ -2,8 +2,8 @@
 
 from datetime import datetime
 
-from messaging import queries
 from messaging.errors import InvalidInput, NotFound
+from messaging.queries.sends import count_recipients, find_send, send_recipients
 from messaging.service import Services
 
 DEFAULT_PAGE_SIZE = 100
@@ -46,11 +46,11 @@ def send_report(services: Services, ref: int, page: int, page_size: int) -> dict
     if ref > MAX_ID:
         raise NotFound(f"no send with refNumber {ref}")
     with services.db.transaction() as cur:
-        send = queries.find_send(cur, ref)
+        send = find_send(cur, ref)
         if send is None:
             raise NotFound(f"no send with refNumber {ref}")
-        total = queries.count_recipients(cur, ref)
-        recipients = queries.send_recipients(cur, ref, page_size, (page - 1) * page_size)
+        total = count_recipients(cur, ref)
+        recipients = send_recipients(cur, ref, page_size, (page - 1) * page_size)
     return {
         "send": {
             "refNumber": str(send["id"]),

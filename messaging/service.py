@@ -6,12 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from messaging import metrics, queries
+from messaging import metrics
 from messaging.config import Config
 from messaging.db import Database
 from messaging.errors import InvalidInput, ProviderError
 from messaging.msisdn import Normaliser
 from messaging.providers.base import FAILED, Provider, Recipient
+from messaging.queries.sends import finish_send, record_batch, start_send
+from messaging.queries.status import apply_status_updates, latest_message
 from messaging.segments import count_segments
 
 log = logging.getLogger(__name__)
@@ -108,7 +110,7 @@ def send_sms(
 
     first_batch = _batch_size(services) if settings.enabled else 0
     with services.db.transaction() as cur:
-        sendlog_id, senttime, ids = queries.start_send(
+        sendlog_id, senttime, ids = start_send(
             cur,
             originator=originator,
             message=message,
@@ -141,7 +143,7 @@ def send_sms(
         description = ""
     success = failure is None and sent > 0
     with services.db.transaction() as cur:
-        queries.finish_send(cur, sendlog_id, "success" if success else "failed", description)
+        finish_send(cur, sendlog_id, "success" if success else "failed", description)
     return SendOutcome(
         ref_number=str(sendlog_id),
         valid_numbers=len(cleaned.valid),
@@ -237,13 +239,13 @@ def _record_results(
             outcome = (None, send.segments, result.error_code or "", result.reason or "Rejected")
         outcomes.append((recipient.reference, recipient.msisdn, *outcome))
     with db.transaction() as cur:
-        return queries.record_batch(cur, send, outcomes, next_through)
+        return record_batch(cur, send, outcomes, next_through)
 
 
 def _record_failed(db: Database, send: Send, recipients, code, reason) -> None:
     outcomes = [(r.reference, r.msisdn, None, send.segments, code, reason) for r in recipients]
     with db.transaction() as cur:
-        queries.record_batch(cur, send, outcomes)
+        record_batch(cur, send, outcomes)
 
 
 def normalize(services: Services, msisdns: list[str]) -> list[str]:
@@ -257,7 +259,7 @@ def message_status(services: Services, msisdn: str) -> str | None:
     if "\x00" in number:  # no stored number holds one
         return None
     with services.db.transaction() as cur:
-        row = queries.latest_message(cur, number)
+        row = latest_message(cur, number)
     if row is None:
         return None
     _, status, provider_id = row
@@ -274,12 +276,6 @@ def message_status(services: Services, msisdn: str) -> str | None:
     if not final:
         return status
     with services.db.transaction() as cur:
-        queries.apply_status_updates(
-            cur,
-            [u.provider_id for u in final],
-            [u.status for u in final],
-            [u.code for u in final],
-            [u.reason for u in final],
-        )
-        row = queries.latest_message(cur, number)
+        apply_status_updates(cur, final)
+        row = latest_message(cur, number)
     return row[1] if row else FAILED

@@ -1,0 +1,32 @@
+"""Every SQL statement of the service: small named functions over a cursor, one module per
+subject (sends, status, polling, reconcile, api_keys, idempotency, reports). This module
+holds what they share: the UTC clock and the array-literal spelling."""
+
+# Timestamps are stored UTC without zone, as the original service did.
+NOW_UTC = "(now() AT TIME ZONE 'utc')"
+
+
+def array_literal(values) -> str:
+    """Spell a sequence as one PostgreSQL array literal (None as NULL), to pass as a single
+    text parameter cast to an array type. psycopg2 spells a list as ARRAY[...], which the
+    server parses about ten times slower than a literal (14 ms against 1.5 ms for 10,000).
+    NUL, which no PostgreSQL text can hold, is dropped (a provider's reason may carry one)."""
+    count = len(values)
+    if count == 0:
+        return "{}"
+    nulls = values.count(None)
+    # One pass in C when every element is plain (no ", \\ or NUL): NUL stands for NULL.
+    texts = map(str, values) if not nulls else ["\x00" if v is None else str(v) for v in values]
+    joined = '","'.join(texts)
+    plain = "\\" not in joined and joined.count('"') == 2 * (count - 1)
+    if plain and joined.count("\x00") == nulls:
+        literal = '{"' + joined + '"}'
+        return literal.replace('"\x00"', "NULL") if nulls else literal
+    return "{" + ",".join(_array_element(value) for value in values) + "}"
+
+
+def _array_element(value) -> str:
+    if value is None:
+        return "NULL"
+    text = str(value).replace("\x00", "").replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + text + '"'
