@@ -69,14 +69,19 @@ def load(schema, data: dict) -> dict:
 def send_sms():
     fields = load(send_request_schema, request_fields())
 
-    def send() -> dict:
+    def send(claim=None) -> dict:
         outcome = service.send_sms(
             services(),
             message=fields["message"],
             msisdns=fields["msisdns"],
             sender=fields["sender"],
             originator=g.identity.name,
+            on_record=claim,
         )
+        return send_response_schema.dump(outcome)
+
+    def answer_for_send(sendlog_id: int) -> dict:
+        outcome = service.answer_for_send(services(), sendlog_id, fields["msisdns"])
         return send_response_schema.dump(outcome)
 
     key = request.headers.get("Idempotency-Key")
@@ -87,7 +92,7 @@ def send_sms():
             fields["message"], fields["msisdns"], fields["sender"]
         )
         answer = idempotency.run_once(
-            services().db, g.identity.name, key, request_fingerprint, send
+            services().db, g.identity.name, key, request_fingerprint, send, answer_for_send
         )
     g.log_summary = (
         f"ref={answer['refNumber']} valid={answer['validNumbers']} "
@@ -97,7 +102,7 @@ def send_sms():
     return jsonify(answer)
 
 
-@bp.route("/messagestatus/<path:msisdn>", methods=["GET"])
+@bp.route("/messagestatus/<anytext:msisdn>", methods=["GET"])
 def message_status(msisdn):
     status = service.message_status(services(), msisdn)
     return Response(status or NO_DATA, mimetype="text/plain")

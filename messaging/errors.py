@@ -6,9 +6,11 @@ class MessagingError(Exception):
 
     status_code = 500
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, **details):
         super().__init__(message)
         self.message = message
+        # Extra fields of the JSON answer beside "error", e.g. the refNumber of a send.
+        self.details = details
 
 
 class InvalidInput(MessagingError):
@@ -27,6 +29,12 @@ class Forbidden(MessagingError):
 
 class NotFound(MessagingError):
     status_code = 404
+
+
+class Conflict(MessagingError):
+    """The request clashes with one already under way (an Idempotency-Key's send)."""
+
+    status_code = 409
 
 
 class ReceiptRejected(Forbidden):

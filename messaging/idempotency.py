@@ -1,28 +1,37 @@
-"""Idempotency-Key: the same key from the same caller within 24 h gets the first answer again."""
+"""Idempotency-Key: the same key from the same caller within 24 h gets the first answer again.
+
+A key is claimed in the transaction that records its send, so from the moment a send
+has a refNumber the key belongs to that send for good: a repeat never makes a second
+send, whatever happened to the first request (a database outage mid-send, a killed
+worker). A repeat gets the stored answer, or the send's answer built from the database
+once it is finished (or closed by reconcile), or at once a 409 naming its refNumber
+while it is still running.
+"""
 
 import hashlib
 import json
+import logging
 import re
-import time
 from collections.abc import Callable
 
 from messaging.db import Database
-from messaging.errors import InvalidInput, MessagingError
+from messaging.errors import Conflict, InvalidInput, ServiceUnavailable
 from messaging.queries.idempotency import (
     claim_idempotency_key,
     idempotent_response,
-    release_idempotency_key,
     store_idempotent_response,
 )
 
+log = logging.getLogger(__name__)
+
 KEY_FORMAT = re.compile(r"^[\x21-\x7e]{1,255}$")
-# How long a request waits for a concurrent one with the same key to finish.
-WAIT_SECONDS = 60.0
-POLL_SECONDS = 0.05
+
+# claim(cur, sendlog_id): called in the transaction that records the send.
+Claim = Callable[[object, int], None]
 
 
-class InProgress(MessagingError):
-    status_code = 409
+class _Taken(Exception):
+    """The key already belongs to a send: undo this request's record and answer that one."""
 
 
 def fingerprint(*parts) -> str:
@@ -31,39 +40,49 @@ def fingerprint(*parts) -> str:
 
 
 def run_once(
-    db: Database, identity: str, key: str, request_fingerprint: str, produce: Callable[[], dict]
+    db: Database,
+    identity: str,
+    key: str,
+    request_fingerprint: str,
+    produce: Callable[[Claim], dict],
+    answer_for_send: Callable[[int], dict],
 ) -> dict:
-    """Return produce()'s answer, computed once per (identity, key) however many ask at once."""
+    """Return the answer of the one send made for (identity, key).
+
+    `produce(claim)` records and makes the send, calling `claim(cur, sendlog_id)` in the
+    transaction that records it; `answer_for_send(sendlog_id)` builds the answer of a
+    send from the database (raising Conflict while it is still running).
+    """
     if not KEY_FORMAT.match(key):
         raise InvalidInput("Idempotency-Key must be 1-255 visible ASCII characters")
-    with db.transaction() as cur:
-        claimed = claim_idempotency_key(cur, identity, key, request_fingerprint)
-    if not claimed:
-        return _replay(db, identity, key, request_fingerprint)
+
+    def claim(cur, sendlog_id: int) -> None:
+        if not claim_idempotency_key(cur, identity, key, request_fingerprint, sendlog_id):
+            raise _Taken
+
     try:
-        answer = produce()
-    except BaseException:
-        # Nothing was recorded as answered, so the key may be used again.
+        answer = produce(claim)
+    except _Taken:
+        return _replay(db, identity, key, request_fingerprint, answer_for_send)
+    try:
         with db.transaction() as cur:
-            release_idempotency_key(cur, identity, key)
-        raise
-    with db.transaction() as cur:
-        store_idempotent_response(cur, identity, key, json.dumps(answer))
+            store_idempotent_response(cur, identity, key, json.dumps(answer))
+    except ServiceUnavailable:
+        # The key still names the send, so a repeat answers from the send itself.
+        log.warning("could not store the answer for an Idempotency-Key; repeats rebuild it")
     return answer
 
 
-def _replay(db: Database, identity: str, key: str, request_fingerprint: str) -> dict:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while True:
-        with db.transaction() as cur:
-            row = idempotent_response(cur, identity, key)
-        if row is None:
-            raise InProgress("the request with this Idempotency-Key failed; send it again")
-        stored_fingerprint, answer = row
-        if stored_fingerprint != request_fingerprint:
-            raise InvalidInput("Idempotency-Key was already used for a different request")
-        if answer is not None:
-            return answer
-        if time.monotonic() > deadline:
-            raise InProgress("a request with this Idempotency-Key is still in progress")
-        time.sleep(POLL_SECONDS)
+def _replay(db, identity, key, request_fingerprint, answer_for_send) -> dict:
+    with db.transaction() as cur:
+        row = idempotent_response(cur, identity, key)
+    if row is None:  # it expired in between: rare enough to let the caller try again
+        raise Conflict("the Idempotency-Key expired just now; send the request again")
+    stored_fingerprint, answer, sendlog_id = row
+    if stored_fingerprint != request_fingerprint:
+        raise InvalidInput("Idempotency-Key was already used for a different request")
+    if answer is not None:
+        return answer
+    if sendlog_id is None:  # claimed before keys named their send (migration 0009)
+        raise Conflict("a request with this Idempotency-Key is still in progress")
+    return answer_for_send(sendlog_id)

@@ -36,7 +36,9 @@ ERRORS = {
         "content": {"application/json": {"schema": "InternalErrorResponse"}},
     },
     "503": {
-        "description": "A dependency (database, auth service) cannot answer.",
+        "description": "A dependency (database, auth service) cannot answer. When the "
+        "database failed after a send was recorded, `refNumber` names it: the send exists "
+        "and its Idempotency-Key stays bound to it.",
         **JSON_ERROR,
     },
 }
@@ -109,8 +111,8 @@ SEND_SMS = {
         "200": _json("SendSmsResponse", "The send is recorded; `refNumber` finds it again."),
         **_errors("406", "413", "500"),
         "409": {
-            "description": "A request with this Idempotency-Key is still in progress, "
-            "or it failed and may be sent again.",
+            "description": "The send of this Idempotency-Key is still in progress: "
+            "`refNumber` names it (see `/sends/{refNumber}`); repeat later for its answer.",
             **JSON_ERROR,
         },
     },

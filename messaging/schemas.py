@@ -47,6 +47,9 @@ class SendSmsResponse(Schema):
 
 class ErrorResponse(Schema):
     error = fields.String(required=True)
+    refNumber = fields.String(
+        metadata={"description": "the send this error concerns, when one was recorded"}
+    )
 
 
 def describe(err: ValidationError) -> str:

@@ -9,10 +9,10 @@ from datetime import datetime
 from messaging import metrics
 from messaging.config import Config
 from messaging.db import Database
-from messaging.errors import InvalidInput, ProviderError
+from messaging.errors import Conflict, InvalidInput, NotFound, ProviderError, ServiceUnavailable
 from messaging.msisdn import Normaliser
 from messaging.providers.base import FAILED, Provider, Recipient
-from messaging.queries.sends import finish_send, record_batch, start_send
+from messaging.queries.sends import count_accepted, find_send, finish_send, record_batch, start_send
 from messaging.queries.status import apply_status_updates, latest_message
 from messaging.segments import count_segments
 
@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 NO_ANSWER = ("", "No answer from the provider for this recipient")
 DISABLED = ("", "SMS sending is disabled (smsProvider.enabled is false)")
 UNEXPECTED = ("", "Provider call failed unexpectedly")
+# How long a write after a provider call keeps trying while the database is away.
+WRITE_RETRY_SECONDS = 15.0
 CLOSED_BY_RECONCILE = (
     "",
     "Send closed by reconcile as interrupted while a batch was at the provider",
@@ -86,13 +88,17 @@ def send_sms(
     sender: str | None,
     originator: str,
     on_batch: Callable[[int], None] | None = None,
+    on_record: Callable[[object, int], None] | None = None,
 ) -> SendOutcome:
     """Record a send and its recipients, hand them to the provider in batches, record each outcome.
 
     The send and every recipient (with its sms id) are committed before the first
     provider call; each recipient's sms row is written with the provider's answer for
     its batch. No transaction is open while the provider is working.
-    `on_batch(size)` is called after each batch is recorded (a progress bar's hook).
+    `on_batch(size)` is called after each batch is recorded (a progress bar's hook);
+    `on_record(cur, sendlog_id)` inside the transaction that records the send (an
+    Idempotency-Key's claim). Once the send is recorded, a database failure is answered
+    with its refNumber: the send exists, and may be partly at the provider.
     """
     settings = services.config.provider
     segments = validate_message(message, settings.max_message_segments)
@@ -119,11 +125,38 @@ def send_sms(
             segments=segments,
             first_batch=first_batch,
         )
+        if on_record is not None:
+            on_record(cur, sendlog_id)
     send = Send(sendlog_id, senttime, message, segments)
-    recipients = [
-        Recipient(number, str(sms_id)) for number, sms_id in zip(cleaned.valid, ids, strict=True)
-    ]
+    try:
+        sent, description, success = _send_recorded(
+            services, send, cleaned.valid, ids, sender, on_batch
+        )
+    except ServiceUnavailable as err:
+        log.error("send %s: %s while sending; stopped", sendlog_id, err.message)
+        raise ServiceUnavailable(
+            f"{err.message} during send {sendlog_id}: it is recorded, and what the provider "
+            f"took is kept; see GET /sends/{sendlog_id} once the database is back",
+            refNumber=str(sendlog_id),
+        ) from None
+    return SendOutcome(
+        ref_number=str(sendlog_id),
+        valid_numbers=len(cleaned.valid),
+        invalid_numbers=cleaned.invalid,
+        duplicate_numbers=cleaned.duplicates,
+        send_success=success,
+        status_description=description,
+        messages_sent=sent,
+        segments=segments,
+    )
 
+
+def _send_recorded(services, send, numbers, ids, sender, on_batch) -> tuple[int, str, bool]:
+    """Hand a recorded send to the provider; return (accepted, description, success)."""
+    settings = services.config.provider
+    recipients = [
+        Recipient(number, str(sms_id)) for number, sms_id in zip(numbers, ids, strict=True)
+    ]
     sent = 0
     if not recipients:
         failure = ProviderError("", "No valid numbers to send to")
@@ -142,17 +175,35 @@ def send_sms(
     else:
         description = ""
     success = failure is None and sent > 0
+    status = "success" if success else "failed"
+    _write(services.db, lambda cur: finish_send(cur, send.id, status, description))
+    return sent, description, success
+
+
+def answer_for_send(services: Services, sendlog_id: int, msisdns: list[str]) -> SendOutcome:
+    """Rebuild the answer of a finished send (a repeated Idempotency-Key whose first answer
+    was never stored); raise Conflict, naming the send, while it is still running."""
     with services.db.transaction() as cur:
-        finish_send(cur, sendlog_id, "success" if success else "failed", description)
+        found = find_send(cur, sendlog_id)
+        accepted = count_accepted(cur, sendlog_id)
+    if found is None:
+        raise NotFound(f"the send of this Idempotency-Key ({sendlog_id}) no longer exists")
+    if found["status"] == "sending":
+        raise Conflict(
+            f"the request with this Idempotency-Key is still being sent as send {sendlog_id}; "
+            f"see GET /sends/{sendlog_id}",
+            refNumber=str(sendlog_id),
+        )
+    cleaned = services.normaliser.clean(msisdns)
     return SendOutcome(
         ref_number=str(sendlog_id),
         valid_numbers=len(cleaned.valid),
         invalid_numbers=cleaned.invalid,
         duplicate_numbers=cleaned.duplicates,
-        send_success=success,
-        status_description=description,
-        messages_sent=sent,
-        segments=segments,
+        send_success=found["status"] == "success",
+        status_description=found["description"] or "",
+        messages_sent=accepted,
+        segments=count_segments(found["message"] or ""),
     )
 
 
@@ -238,14 +289,30 @@ def _record_results(
         else:
             outcome = (None, send.segments, result.error_code or "", result.reason or "Rejected")
         outcomes.append((recipient.reference, recipient.msisdn, *outcome))
-    with db.transaction() as cur:
-        return record_batch(cur, send, outcomes, next_through)
+    return _write(db, lambda cur: record_batch(cur, send, outcomes, next_through))
 
 
 def _record_failed(db: Database, send: Send, recipients, code, reason) -> None:
     outcomes = [(r.reference, r.msisdn, None, send.segments, code, reason) for r in recipients]
-    with db.transaction() as cur:
-        record_batch(cur, send, outcomes)
+    _write(db, lambda cur: record_batch(cur, send, outcomes))
+
+
+def _write(db: Database, write: Callable):
+    """Run `write(cur)` in a transaction, again while the database is briefly away: what
+    the provider answered must not be lost to a blip. Each write is safe to repeat (only
+    rows still `queued` change, and the counters move by the rows changed)."""
+    deadline = time.monotonic() + WRITE_RETRY_SECONDS
+    delay = 0.1
+    while True:
+        try:
+            with db.transaction() as cur:
+                return write(cur)
+        except ServiceUnavailable as err:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s; writing again in %.1fs", err.message, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def normalize(services: Services, msisdns: list[str]) -> list[str]:

@@ -4,6 +4,7 @@ import logging
 
 from flask import g, jsonify
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import PathConverter
 
 from messaging.errors import MessagingError
 
@@ -26,10 +27,17 @@ class CaseInsensitivePaths:
         return self.wsgi_app(environ, start_response)
 
 
+class AnyText(PathConverter):
+    """The rest of the path, whatever it holds: werkzeug's `path` stops at a newline, which
+    left a number with an encoded line break (`%0A`) a routing 404."""
+
+    regex = "[^/](?s:.)*?"
+
+
 def register_error_handlers(app) -> None:
     @app.errorhandler(MessagingError)
     def messaging_error(err: MessagingError):
-        return jsonify({"error": err.message}), err.status_code
+        return jsonify({"error": err.message, **err.details}), err.status_code
 
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException):

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import psycopg2
+import psycopg2.extensions
 import pytest
 import requests
 from psycopg2 import sql
@@ -21,6 +22,7 @@ from messaging import create_app
 from messaging.config import config_from_mapping
 from messaging.db import database_url as url_for_database
 from messaging.providers.mock import MockProvider
+from tests.tcp_proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_SERVER = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
@@ -241,3 +243,22 @@ def gunicorn_server(
 def live_server(database_url, db, tmp_path):
     with gunicorn_server(base_config(), database_url, tmp_path) as base:
         yield base
+
+
+@pytest.fixture
+def proxy(pg_server):
+    params = psycopg2.extensions.parse_dsn(pg_server)
+    host = params.get("host", "")
+    if not host or host.startswith("/"):
+        pytest.skip("the test server is reached by a socket, not TCP")
+    proxy = TcpProxy(host, int(params.get("port", 5432)))
+    yield proxy
+    proxy.stop()
+
+
+def through(proxy: TcpProxy, url: str) -> str:
+    """The same database, reached through the proxy."""
+    params = psycopg2.extensions.parse_dsn(url)
+    params.update(host="127.0.0.1", port=str(proxy.port))
+    database = params.pop("dbname")
+    return url_for_database(" ".join(f"{k}={v}" for k, v in params.items()), database)

@@ -9,7 +9,8 @@ import threading
 
 class TcpProxy:
     """Forward 127.0.0.1:`port` to `target`; `cut()` drops every connection and refuses new
-    ones (accepted, then closed at once) until `restore()`."""
+    ones (accepted, then closed at once) until `restore()`. `cut(hang=True)` instead holds
+    new ones unanswered until `restore()` closes them (a server that stopped answering)."""
 
     def __init__(self, target_host: str, target_port: int):
         self.target = (target_host, target_port)
@@ -18,13 +19,16 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._cut = False
+        self._hang = False
+        self._held: list[socket.socket] = []
         self._stopped = False
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
 
-    def cut(self) -> None:
+    def cut(self, hang: bool = False) -> None:
         with self._lock:
             self._cut = True
+            self._hang = hang
             doomed, self._open = self._open, set()
         for sock in doomed:
             _close(sock)
@@ -32,10 +36,14 @@ class TcpProxy:
     def restore(self) -> None:
         with self._lock:
             self._cut = False
+            held, self._held = self._held, []
+        for sock in held:
+            _close(sock)
 
     def stop(self) -> None:
         self._stopped = True
         self.cut()
+        self.restore()
         _close(self._listener)
         self._thread.join(timeout=5)
 
@@ -46,9 +54,12 @@ class TcpProxy:
             except OSError:
                 return
             with self._lock:
-                refused = self._cut
+                refused, hang = self._cut, self._hang
+                if refused and hang:
+                    self._held.append(client)
             if refused:
-                _close(client)
+                if not hang:
+                    _close(client)
                 continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)

@@ -79,3 +79,9 @@ def test_status_of_an_unknown_number_says_no_data(client, db):
 def test_ping_answers_the_time(client):
     body = client.get("/PING").get_json()
     assert abs(body["Timestamp"] - time.time()) < 5
+
+
+def test_a_number_with_an_encoded_line_break_is_no_data_not_a_routing_404(client, db):
+    answer = client.get("/messagestatus/%C2%BF%0A%C2%9D%2A")
+    assert answer.status_code == 200
+    assert answer.text == "Error: no data available"

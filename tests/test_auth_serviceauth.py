@@ -277,7 +277,7 @@ def test_every_endpoint_needs_credentials_except_ping_health_metrics_and_docs(
         else:
             assert (response.status_code, response.get_json()) == (401, UNAUTHORIZED), rule.rule
             protected.append(rule.rule)
-    assert {"/sendsms", "/messagestatus/<path:msisdn>", "/normalize"} <= set(protected)
+    assert {"/sendsms", "/messagestatus/<anytext:msisdn>", "/normalize"} <= set(protected)
     assert fake_auth.checks == []
 
 

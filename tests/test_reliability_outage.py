@@ -4,15 +4,12 @@ Each fails closed with a clear answer, loses nothing, and the service recovers b
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import psycopg2.extensions
 import pytest
 import requests
 
-from messaging.db import database_url as url_for_database
-from tests.conftest import base_config, free_port, gunicorn_server, rows
+from tests.conftest import base_config, free_port, gunicorn_server, rows, through
 from tests.fake_auth import FakeAuthService
 from tests.providers.fakes import FakeProvider, Reply
-from tests.tcp_proxy import TcpProxy
 
 BODY = {"message": "Water off at 10:00", "msisdns": ["0830000001", "0840000002"]}
 OUTCOME_UNKNOWN = "provider outcome unknown"
@@ -41,25 +38,6 @@ def recipients(db) -> list[tuple]:
 
 
 # --- the database goes away and comes back ---
-
-
-@pytest.fixture
-def proxy(pg_server):
-    params = psycopg2.extensions.parse_dsn(pg_server)
-    host = params.get("host", "")
-    if not host or host.startswith("/"):
-        pytest.skip("the test server is reached by a socket, not TCP")
-    proxy = TcpProxy(host, int(params.get("port", 5432)))
-    yield proxy
-    proxy.stop()
-
-
-def through(proxy: TcpProxy, url: str) -> str:
-    """The same database, reached through the proxy."""
-    params = psycopg2.extensions.parse_dsn(url)
-    params.update(host="127.0.0.1", port=str(proxy.port))
-    database = params.pop("dbname")
-    return url_for_database(" ".join(f"{k}={v}" for k, v in params.items()), database)
 
 
 def test_database_outage_is_503_with_no_provider_call_and_the_same_server_recovers(

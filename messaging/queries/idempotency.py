@@ -1,10 +1,11 @@
-"""Idempotency-Key claims and their stored answers."""
+"""Idempotency-Key claims, the send each belongs to, and their stored answers."""
 
 from messaging.queries import NOW_UTC
 
 
-def claim_idempotency_key(cur, identity, key, fingerprint):
-    """Take a key for this request; False if a live (under 24 h) claim already exists."""
+def claim_idempotency_key(cur, identity, key, fingerprint, sendlog_id):
+    """Take a key for the send being recorded in this transaction; False if a live (under
+    24 h) claim exists. A concurrent claimer waits here until the first one commits."""
     cur.execute(
         f"DELETE FROM idempotency_keys WHERE identity = %s AND key = %s "
         f"AND created < {NOW_UTC} - interval '24 hours'",
@@ -12,21 +13,14 @@ def claim_idempotency_key(cur, identity, key, fingerprint):
     )
     cur.execute(
         f"""
-        INSERT INTO idempotency_keys (identity, key, fingerprint, created)
-        VALUES (%s, %s, %s, {NOW_UTC})
+        INSERT INTO idempotency_keys (identity, key, fingerprint, created, sendlogid)
+        VALUES (%s, %s, %s, {NOW_UTC}, %s)
         ON CONFLICT (identity, key) DO NOTHING
         RETURNING 1
         """,
-        (identity, key, fingerprint),
+        (identity, key, fingerprint, sendlog_id),
     )
     return cur.fetchone() is not None
-
-
-def release_idempotency_key(cur, identity, key):
-    cur.execute(
-        "DELETE FROM idempotency_keys WHERE identity = %s AND key = %s AND response IS NULL",
-        (identity, key),
-    )
 
 
 def store_idempotent_response(cur, identity, key, response_json):
@@ -37,9 +31,12 @@ def store_idempotent_response(cur, identity, key, response_json):
 
 
 def idempotent_response(cur, identity, key):
-    """Return (fingerprint, response or None) of a claimed key, or None."""
+    """Return (fingerprint, response or None, sendlog id or None) of a live key, or None."""
     cur.execute(
-        "SELECT fingerprint, response FROM idempotency_keys WHERE identity = %s AND key = %s",
+        f"""
+        SELECT fingerprint, response, sendlogid FROM idempotency_keys
+        WHERE identity = %s AND key = %s AND created >= {NOW_UTC} - interval '24 hours'
+        """,
         (identity, key),
     )
     return cur.fetchone()

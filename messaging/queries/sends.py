@@ -204,3 +204,12 @@ def send_recipients(cur, sendlog_id, limit, offset):
         {"id": sendlog_id, "limit": limit, "offset": offset},
     )
     return cur.fetchall()
+
+
+def count_accepted(cur, sendlog_id):
+    """Count a send's messages the provider accepted (they carry its id)."""
+    cur.execute(
+        "SELECT count(*) FROM sms WHERE sendlogid = %s AND providerid <> ''",
+        (sendlog_id,),
+    )
+    return cur.fetchone()[0]
