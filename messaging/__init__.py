@@ -1,5 +1,6 @@
 """messaging: an SMS gateway. `create_app` wires the modules together and nothing else."""
 
+import logging
 from collections.abc import Mapping
 
 from flask import Flask
@@ -9,6 +10,8 @@ from messaging.config import Config, config_from_mapping, load_config
 from messaging.msisdn import Normaliser
 from messaging.providers.base import load_provider
 from messaging.service import Services
+
+log = logging.getLogger(__name__)
 
 
 def create_app(test_config: Config | Mapping | None = None) -> Flask:
@@ -24,6 +27,8 @@ def create_app(test_config: Config | Mapping | None = None) -> Flask:
     app.url_map.converters["anytext"] = web.AnyText
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     logs.init_app(app, config)
+    for warning in config.warnings:
+        log.warning("config: %s", warning)
     database = db.init_app(app, config)
     app.extensions["messaging"] = Services(
         config=config,

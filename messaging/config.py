@@ -1,13 +1,17 @@
 """Load config.json (the Go service's format, comments allowed) into a validated, typed object.
 
-Every key is matched case-insensitively, unknown keys are refused, and each wrong value
-fails with one line naming the key as the user spelled it. Secret values (tokens,
-passwords, custom fields, provider options) never appear in an error or a repr.
+Every key is matched case-insensitively. An unknown key loads, with one warning naming it
+(and the nearest known key, when one is close), as the original ignored such keys; each
+wrong value of a known key fails with one line naming the key as the user spelled it.
+Secret values (tokens, passwords, custom fields, provider options) never appear in an
+error or a repr.
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+import difflib
 import json
 import math
 import os
@@ -71,7 +75,18 @@ class ProviderSettings:
     sender: str | None = None
     timeout: float = 30.0
     retries: int = 3
-    mobile_only: bool = True
+    # The original passed every number valid for the country (landlines too).
+    mobile_only: bool = False
+    # Replace look-alike characters (typographic quotes, dashes...) with GSM-7 ones.
+    smart_encoding: bool = True
+    # How long POST /sendsms waits for its send before answering with what is known.
+    wait_seconds: float = 10.0
+    # Provider requests one send may have in flight at once.
+    max_concurrent_requests: int = 4
+    # How long a provider that is down or refusing for now is retried before giving up.
+    retry_window: float = 3600.0
+    # Sends with fewer recipients go ahead of bulk batches.
+    bulk_threshold: int = 100
     custom1: str = field(default="", repr=False)
     custom2: str = field(default="", repr=False)
     custom3: str = field(default="", repr=False)
@@ -87,6 +102,10 @@ class AuthSettings:
     permission: str = "4"
     cache_seconds: float = 30.0
     timeout: float = 5.0
+    # A caller holding this permission (serviceauth role) sees every caller's sends.
+    admin_permission: str | None = None
+    # Origins a cookie-authenticated browser may send from (besides same-site).
+    allowed_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,6 +138,8 @@ class Config:
     delivery_status: DeliveryStatusSettings = field(default_factory=DeliveryStatusSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     database_url: str | None = field(default=None, repr=False)
+    # One line per unknown key the file gave (loaded and ignored); logged at start-up.
+    warnings: tuple[str, ...] = ()
 
 
 # --- value parsers: each takes (value, dotted key path) and returns the typed value ---
@@ -238,6 +259,18 @@ def _permission(value: Any, path: str) -> str:
     raise _fail(path, "a permission id (string or non-negative integer)", value)
 
 
+def _origins(value: Any, path: str) -> tuple[str, ...]:
+    expected = 'a list of origins such as ["https://intranet.example.com"]'
+    if not isinstance(value, list):
+        raise _fail(path, expected, value)
+    origins = []
+    for item in value:
+        if not isinstance(item, str) or not re.fullmatch(r"https?://[^/\s]+", item.strip(), re.I):
+            raise _fail(path, expected, item)
+        origins.append(item.strip().rstrip("/").lower())
+    return tuple(origins)
+
+
 def _db_port(value: Any, path: str) -> int:
     port = _integer(0, 65535, "an integer port 0-65535 (0 means 5432)")(value, path)
     # The Go service's config used 0 for "driver default".
@@ -314,7 +347,6 @@ def _key(names: str | tuple[str, ...], attr: str, parse: Parser) -> _Key:
 def _section(cls: type, keys: Iterable[_Key]) -> Parser:
     keys = tuple(keys)
     by_name = {name.lower(): key for key in keys for name in key.names}
-    accepted = ", ".join(key.names[0] for key in keys)
 
     def parse(value: Any, path: str) -> Any:
         obj = _object(value, path)
@@ -324,9 +356,8 @@ def _section(cls: type, keys: Iterable[_Key]) -> Parser:
             key_path = _join(path, name)
             key = by_name.get(name.lower())
             if key is None:
-                raise ConfigError(
-                    f"unknown config key '{key_path}'; expected one of: {accepted}", key=key_path
-                )
+                _warn_unknown(key_path, name, by_name)
+                continue
             if key.attr in given:
                 raise _repeated(key_path, given[key.attr], name)
             given[key.attr] = name
@@ -334,6 +365,19 @@ def _section(cls: type, keys: Iterable[_Key]) -> Parser:
         return cls(**values)
 
     return parse
+
+
+# The unknown keys met while one config is parsed (config_from_mapping sets it).
+_unknown_keys: contextvars.ContextVar[list[str]] = contextvars.ContextVar("unknown_keys")
+
+
+def _warn_unknown(key_path: str, name: str, by_name: Mapping[str, _Key]) -> None:
+    close = difflib.get_close_matches(name.lower(), list(by_name), n=1, cutoff=0.75)
+    hint = f" (did you mean '{by_name[close[0]].names[0]}'?)" if close else ""
+    warning = f"unknown config key '{key_path}' ignored{hint}"
+    found = _unknown_keys.get(None)
+    if found is not None:
+        found.append(warning)
 
 
 class _JSONObject(dict):
@@ -389,6 +433,15 @@ _PROVIDER = _section(
         _key("timeout", "timeout", _number(0)),
         _key("retries", "retries", _integer(0, None, "an integer >= 0")),
         _key("mobileOnly", "mobile_only", _boolean),
+        _key("smartEncoding", "smart_encoding", _boolean),
+        _key("waitSeconds", "wait_seconds", _number(0, inclusive=True)),
+        _key(
+            "maxConcurrentRequests",
+            "max_concurrent_requests",
+            _integer(1, 64, "an integer from 1 to 64"),
+        ),
+        _key("retryWindow", "retry_window", parse_duration),
+        _key("bulkThreshold", "bulk_threshold", _integer(1, None, "a positive integer")),
         _key("custom1", "custom1", _string(secret=True)),
         _key("custom2", "custom2", _string(secret=True)),
         _key("custom3", "custom3", _string(secret=True)),
@@ -406,6 +459,8 @@ _AUTH = _section(
         _key("permission", "permission", _permission),
         _key("cacheSeconds", "cache_seconds", _number(0, inclusive=True)),
         _key("timeout", "timeout", _number(0)),
+        _key("adminPermission", "admin_permission", _optional(_permission)),
+        _key("allowedOrigins", "allowed_origins", _origins),
     ],
 )
 
@@ -451,15 +506,33 @@ _CONFIG = _section(
 # --- entry points ---
 
 
-def config_from_mapping(data: Mapping[str, Any], database_url: str | None = None) -> Config:
-    """Validate decoded config data into a Config; raise ConfigError on the first problem."""
+def config_from_mapping(
+    data: Mapping[str, Any], database_url: str | None = None, base_dir: str | None = None
+) -> Config:
+    """Validate decoded config data into a Config; raise ConfigError on the first problem.
+
+    A relative `dataDir` is taken from `base_dir` (the config file's folder), so every
+    command finds the same database wherever it is run from.
+    """
     if not isinstance(data, Mapping):
         kind = "a list" if isinstance(data, list) else _show(data)
         raise ConfigError(f"configuration: the top level must be a JSON object, got {kind}")
-    config = _CONFIG(data, "")
-    if database_url is None:
-        return config
-    return dataclasses.replace(config, database_url=database_url)
+    unknown: list[str] = []
+    token = _unknown_keys.set(unknown)
+    try:
+        config = _CONFIG(data, "")
+    finally:
+        _unknown_keys.reset(token)
+    database = config.database
+    if base_dir is not None:
+        data_dir = os.path.join(base_dir, os.path.expanduser(database.data_dir))
+        database = dataclasses.replace(database, data_dir=os.path.normpath(data_dir))
+    return dataclasses.replace(
+        config,
+        database=database,
+        database_url=database_url if database_url is not None else config.database_url,
+        warnings=tuple(unknown),
+    )
 
 
 def strip_comments(text: str) -> str:
@@ -482,7 +555,10 @@ _TOKENS = re.compile(r'"(?:[^"\\\n]|\\.)*"|//[^\n]*|/\*.*?(?:\*/|\Z)', re.S)
 
 
 def config_from_text(
-    text: str, source: str = "<string>", database_url: str | None = None
+    text: str,
+    source: str = "<string>",
+    database_url: str | None = None,
+    base_dir: str | None = None,
 ) -> Config:
     """Parse config.json text (// and /* */ comments allowed) into a Config."""
     try:
@@ -497,7 +573,7 @@ def config_from_text(
     if not isinstance(data, Mapping):
         kind = "a list" if isinstance(data, list) else _show(data)
         raise ConfigError(f"config file {source}: the top level must be a JSON object, got {kind}")
-    return config_from_mapping(data, database_url)
+    return config_from_mapping(data, database_url, base_dir)
 
 
 def load_config(
@@ -516,7 +592,8 @@ def load_config(
         raise ConfigError(f"config file {source}: not UTF-8 text (byte {err.start})") from None
     except OSError as err:
         raise ConfigError(f"cannot read config file {source}: {err.strerror}") from None
-    return config_from_text(text, source, _database_url(env))
+    base_dir = os.path.dirname(os.path.abspath(source))
+    return config_from_text(text, source, _database_url(env), base_dir)
 
 
 def _database_url(env: Mapping[str, str]) -> str | None:

@@ -3,6 +3,7 @@
 
 import dataclasses
 import json
+import logging
 
 import pytest
 
@@ -19,6 +20,7 @@ from messaging.config import (
     parse_duration,
     strip_comments,
 )
+from tests.conftest import base_config
 
 # The "Configuration" example of the Go service's README, byte for byte: tabs, // comments
 # and trailing spaces included. Do not tidy it; that is what the test is about.
@@ -118,7 +120,9 @@ def test_original_readme_example_loads_unchanged(tmp_path):
     assert config.provider.custom1 == config.provider.custom3 == "custom data"
     assert config.authentication == AuthSettings(service="serviceauth", enabled=False)
     assert config.delivery_status == DeliveryStatusSettings(enabled=True, update_interval=900.0)
-    assert config.database == DatabaseSettings(driver="postgres", user="", password="", ssl=False)
+    assert config.database == DatabaseSettings(
+        driver="postgres", user="", password="", ssl=False, data_dir=str(tmp_path / "var/pgdata")
+    )
     assert config.database_url is None
 
 
@@ -266,31 +270,61 @@ def test_a_key_repeated_verbatim_in_the_file_is_rejected():
         config_from_text('{"smsProvider": {"token": "a", "token": "b"}}', source="c.json")
 
 
-def test_unknown_key_is_rejected_naming_the_key():
-    message = error_for({"smsProvider": {"name": "MockProvider", "colour": "red"}})
+def warnings_for(data) -> tuple[str, ...]:
+    return config_from_mapping(data).warnings
 
-    assert message == (
-        "unknown config key 'smsProvider.colour'; expected one of: name, enabled, token,"
-        " maxMessageSegments, maxBatchSize, countries, maxRecipients, url, from, timeout,"
-        " retries, mobileOnly, custom1, custom2, custom3, maxRequestsPerSecond, options"
+
+def test_unknown_key_loads_with_a_warning_naming_it():
+    config = config_from_mapping({"smsProvider": {"name": "Clickatell", "colour": "red"}})
+
+    assert config.provider.name == "Clickatell"
+    assert config.warnings == ("unknown config key 'smsProvider.colour' ignored",)
+
+
+def test_an_older_files_top_level_key_loads_with_a_warning():
+    assert warnings_for({"smsEnabled": True, "HTTPPort": 2017}) == (
+        "unknown config key 'smsEnabled' ignored",
     )
 
 
-def test_unknown_top_level_key_lists_the_sections():
-    message = error_for({"smsEnabled": True})
-
-    assert message == (
-        "unknown config key 'smsEnabled'; expected one of: HTTPPort, Logfile, LogFormat,"
-        " MaxBodyBytes, smsProvider, authentication, deliveryStatus, dbConnection"
+def test_a_misspelt_key_is_named_in_the_users_spelling_with_the_nearest_known_key():
+    assert warnings_for({"DBConnection": {"Hostt": "db"}, "smsProvider": {"maxBatchSise": 5}}) == (
+        "unknown config key 'DBConnection.Hostt' ignored (did you mean 'Host'?)",
+        "unknown config key 'smsProvider.maxBatchSise' ignored (did you mean 'maxBatchSize'?)",
     )
 
 
-def test_unknown_key_is_named_in_the_users_spelling():
-    message = error_for({"DBConnection": {"Hostname": "db"}})
+def test_a_wrong_value_for_a_known_key_still_stops_start_up():
+    with pytest.raises(ConfigError, match=r"smsProvider\.retries: expected"):
+        config_from_mapping({"smsProvider": {"retries": "x", "colour": "red"}})
 
-    assert message.startswith(
-        "unknown config key 'DBConnection.Hostname'; expected one of: Driver,"
-    )
+
+def test_unknown_keys_are_logged_once_each_at_start_up(make_app, caplog):
+    config = base_config()
+    config["smsEnabled"] = True
+    service_log = logging.getLogger("messaging")  # it does not propagate to caplog's root
+    service_log.addHandler(caplog.handler)
+    try:
+        make_app(config)
+    finally:
+        service_log.removeHandler(caplog.handler)
+    assert [r.getMessage() for r in caplog.records if "smsEnabled" in r.getMessage()] == [
+        "config: unknown config key 'smsEnabled' ignored"
+    ]
+
+
+def test_mobile_only_is_off_unless_set_as_the_original_behaved():
+    assert config_from_mapping({}).provider.mobile_only is False
+    assert config_from_mapping({"smsProvider": {"mobileOnly": True}}).provider.mobile_only
+
+
+def test_a_relative_data_dir_is_taken_from_the_config_files_folder(tmp_path):
+    (tmp_path / "etc").mkdir()
+    path = tmp_path / "etc" / "config.json"
+    path.write_text('{"dbConnection": {"dataDir": "var/pgdata"}}')
+    assert load_config(path, environ={}).database.data_dir == str(tmp_path / "etc/var/pgdata")
+    path.write_text('{"dbConnection": {"dataDir": "/srv/pg"}}')
+    assert load_config(path, environ={}).database.data_dir == "/srv/pg"
 
 
 # --- values ---
@@ -408,11 +442,11 @@ def test_error_carries_the_key_path():
     assert isinstance(excinfo.value, ValueError)
 
 
-def test_a_key_with_a_newline_still_gives_a_one_line_error():
-    error = error_for({"smsProvider": {"col\nour": 1}})
+def test_a_key_with_a_newline_still_gives_a_one_line_warning():
+    [warning] = warnings_for({"smsProvider": {"col\nour": 1}})
 
-    assert error.startswith("unknown config key 'smsProvider.\"col\\nour\"'")
-    assert "\n" not in error
+    assert warning.startswith("unknown config key 'smsProvider.\"col\\nour\"'")
+    assert "\n" not in warning
 
 
 def test_a_long_value_is_shortened_in_the_error():
@@ -605,7 +639,7 @@ SECRET_ERRORS = [
     {"smsProvider": {"options": {"callbackSecret": {"nested": SECRET}}}},
     {"dbConnection": {"Password": [SECRET]}},
     {"dbConnection": {"Password": SECRET, "Port": "x"}},
-    {"smsProvider": {"token": SECRET, "custom1": SECRET, "colour": 1}},
+    {"smsProvider": {"token": SECRET, "custom1": SECRET, "retries": "x"}},
 ]
 
 
