@@ -56,7 +56,7 @@ def fill(url: str, n: int) -> None:
         )
         cur.execute(
             """
-            INSERT INTO sms (msisdn, senttime, quantity, sendlogid, status, message, providerid)
+            INSERT INTO sms (msisdn, senttime, segments, sendlogid, status, message, providerid)
             SELECT '2783' || lpad(g::text, 7, '0'), now() AT TIME ZONE 'utc', 1,
                    (g - 1) / %s + 1, 'sent', 'bench',
                    'mock-2783' || lpad(g::text, 7, '0') || '-' || g

@@ -24,7 +24,7 @@ def fill(url: str) -> None:
         )
         cur.execute(
             """
-            INSERT INTO sms (msisdn, senttime, quantity, sendlogid, status, statustimestamp,
+            INSERT INTO sms (msisdn, senttime, segments, sendlogid, status, statustimestamp,
                              message, providerid)
             SELECT '2783' || lpad((g %% %s)::text, 7, '0'),
                    (now() AT TIME ZONE 'utc') - (g || ' seconds')::interval, 1, g / 1000 + 1,

@@ -35,7 +35,7 @@ def floor_seconds(url: str, count: int = RECIPIENTS) -> float:
         )
         sendlog_id = cur.fetchone()[0]
         cur.copy_expert(
-            "COPY sms (msisdn, senttime, quantity, sendlogid, status, message) FROM STDIN",
+            "COPY sms (msisdn, senttime, segments, sendlogid, status, message) FROM STDIN",
             io.StringIO(rows.replace("SENDLOG", str(sendlog_id))),
         )
         conn.commit()

@@ -8,7 +8,7 @@ from messaging.service import Services
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-MAX_ID = 2**31 - 1  # sendlog.id is a SERIAL
+MAX_ID = 2**63 - 1  # sendlog.id is a BIGINT
 
 
 def parse_ref(text: str) -> int:

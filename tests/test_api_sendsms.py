@@ -38,7 +38,7 @@ def test_json_send_records_every_recipient_and_answers_like_the_original(client,
     }
     recorded = rows(
         db,
-        "SELECT msisdn, status, providerid, quantity, message FROM sms WHERE sendlogid = %s "
+        "SELECT msisdn, status, providerid, segments, message FROM sms WHERE sendlogid = %s "
         "ORDER BY id",
         int(body["refNumber"]),
     )
@@ -150,7 +150,7 @@ def test_sender_id_is_stored(client, db):
 def test_long_message_counts_segments(client, db):
     body = client.post("/sendsms", json={"message": "a" * 161, "msisdns": ["0830000000"]})
     assert body.get_json()["segments"] == 2
-    assert rows(db, "SELECT quantity FROM sms") == [(2,)]
+    assert rows(db, "SELECT segments FROM sms") == [(2,)]
 
 
 BAD_INPUTS = [

@@ -4,14 +4,27 @@ import multiprocessing
 
 import psycopg2
 import psycopg2.extensions
+import pytest
 
 from messaging import create_app
 from messaging.config import config_from_mapping
 from messaging.db import Database, apply_migrations, migration_files
 from tests.conftest import base_config, rows
 
-# The schema exactly as the Go service (imqs/messaging) left it at version 2.
-LEGACY_SCHEMA = """
+# The schema exactly as the 2018 Go service (imqs/messaging cc2bcc5) left it at version 2
+# (ORIGINAL.md): BIGSERIAL keys, sms.segments, sendlogid without a foreign key.
+SCHEMA_2018 = """
+CREATE TABLE migration_version (version INTEGER);
+INSERT INTO migration_version VALUES (2);
+CREATE TABLE sendlog (id BIGSERIAL PRIMARY KEY, senttime TIMESTAMP, originator VARCHAR,
+    type VARCHAR, quantity INTEGER, delivered INTEGER, failed INTEGER, sent INTEGER,
+    message VARCHAR, status VARCHAR, description VARCHAR);
+CREATE TABLE sms (id BIGSERIAL PRIMARY KEY, msisdn VARCHAR, senttime TIMESTAMP,
+    segments SMALLINT, sendlogid INTEGER, status VARCHAR, statustimestamp TIMESTAMP,
+    message VARCHAR, providerid VARCHAR);
+"""
+# The 2016 builds: SERIAL keys, the segment count named quantity, a foreign key.
+SCHEMA_2016 = """
 CREATE TABLE migration_version (version INTEGER);
 INSERT INTO migration_version VALUES (2);
 CREATE TABLE sendlog (id SERIAL PRIMARY KEY, senttime TIMESTAMP, originator VARCHAR,
@@ -20,68 +33,96 @@ CREATE TABLE sendlog (id SERIAL PRIMARY KEY, senttime TIMESTAMP, originator VARC
 CREATE TABLE sms (id SERIAL PRIMARY KEY, msisdn VARCHAR, senttime TIMESTAMP,
     quantity SMALLINT, sendlogid INTEGER REFERENCES sendlog(id), status VARCHAR,
     statustimestamp TIMESTAMP, message VARCHAR, providerid VARCHAR);
+"""
+LEGACY_ROWS = """
 INSERT INTO sendlog (senttime, originator, type, quantity, delivered, failed, sent, message,
     status, description)
 VALUES ('2019-03-01 10:00', 'joe@example.com', 'sms', 2, 1, 0, 1, 'Legacy hello', 'success', ''),
        ('2019-03-02 11:00', 'ann@example.com', 'sms', 1, 0, 1, 0, 'Legacy bye', 'failed',
         'Error 301: Out of credit');
-INSERT INTO sms (msisdn, senttime, quantity, sendlogid, status, statustimestamp, message,
+INSERT INTO sms (msisdn, senttime, SEGMENTS, sendlogid, status, statustimestamp, message,
     providerid)
 VALUES ('27830000000', '2019-03-01 10:00', 1, 1, 'delivered', '2019-03-01 10:05',
         'Legacy hello', 'abc123'),
-       ('27840000000', '2019-03-01 10:00', 1, 1, 'sent', NULL, 'Legacy hello', 'abc124'),
+       ('27840000000', '2019-03-01 10:00', 2, 1, 'sent', NULL, 'Legacy hello', 'abc124'),
        ('27820000000', '2019-03-02 11:00', 1, 2, 'failed', NULL, 'Legacy bye', '');
 """
+# A report an operator wrote against the Go service's tables.
+GO_REPORT = "SELECT sum(segments), count(*) FROM sms"
+SMS_COLUMNS = (
+    "id, msisdn, senttime, segments, sendlogid, status, statustimestamp, message, providerid"
+)
 
 
-def dump(conn):
-    return (
-        rows(conn, "SELECT * FROM sendlog ORDER BY id"),
-        rows(
-            conn,
-            "SELECT id, msisdn, senttime, quantity, sendlogid, status, statustimestamp, "
-            "message, providerid FROM sms ORDER BY id",
-        ),
-    )
-
-
-def test_go_service_database_upgrades_with_every_row_kept(make_database):
+def legacy_database(make_database, schema: str, segments_column: str):
     url = make_database("messaging_legacy")
     conn = psycopg2.connect(url)
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute(LEGACY_SCHEMA)
-    before = dump(conn)
+        cur.execute(schema + LEGACY_ROWS.replace("SEGMENTS", segments_column))
+    return url, conn
+
+
+def column_types(conn) -> dict:
+    return dict(
+        rows(
+            conn,
+            "SELECT table_name || '.' || column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name IN ('sms', 'sendlog') "
+            "AND column_name IN ('id', 'sendlogid', 'segments', 'quantity')",
+        )
+    )
+
+
+ORIGINAL_TYPES = {
+    "sendlog.id": "bigint",
+    "sendlog.quantity": "integer",
+    "sms.id": "bigint",
+    "sms.sendlogid": "bigint",
+    "sms.segments": "smallint",
+}
+
+
+@pytest.mark.parametrize(
+    ("schema", "segments_column"),
+    [(SCHEMA_2018, "segments"), (SCHEMA_2016, "quantity")],
+    ids=["2018", "2016"],
+)
+def test_go_service_database_upgrades_with_every_row_kept_and_its_reports_still_work(
+    make_database, schema, segments_column
+):
+    url, conn = legacy_database(make_database, schema, segments_column)
+    sendlog_before = rows(conn, "SELECT * FROM sendlog ORDER BY id")
+    sms_before = rows(
+        conn, f"SELECT {SMS_COLUMNS.replace('segments', segments_column)} FROM sms ORDER BY id"
+    )
 
     app = create_app(config_from_mapping(base_config(), url))
 
     latest = migration_files()[-1][0]
     assert rows(conn, "SELECT version FROM migration_version") == [(latest,)]
-    sendlog_after, sms_after = dump(conn)
-    assert [row[:11] for row in sendlog_after] == before[0]
-    assert sms_after == before[1]
-    # New columns exist and the service works on the old rows.
+    assert [row[:11] for row in rows(conn, "SELECT * FROM sendlog ORDER BY id")] == sendlog_before
+    assert rows(conn, f"SELECT {SMS_COLUMNS} FROM sms ORDER BY id") == sms_before
+    assert column_types(conn) == ORIGINAL_TYPES
+    assert rows(conn, GO_REPORT) == [(4, 3)]
+
     client = app.test_client()
     assert client.get("/messagestatus/0830000000").get_data(as_text=True) == "delivered"
     body = client.post("/sendsms", json={"message": "new", "msisdns": ["0830000000"]}).get_json()
     assert body["refNumber"] == "3"
-    assert rows(conn, "SELECT count(*) FROM sms") == [(4,)]
+    assert rows(conn, GO_REPORT) == [(5, 4)]
     conn.close()
 
 
-def test_legacy_segments_column_is_kept_as_quantity(make_database):
-    url = make_database("messaging_legacy")
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(
-            LEGACY_SCHEMA.replace("quantity SMALLINT", "segments SMALLINT").replace(
-                "(msisdn, senttime, quantity,", "(msisdn, senttime, segments,"
-            )
-        )
-    apply_migrations(Database(url))
-    assert rows(conn, "SELECT quantity FROM sms ORDER BY id") == [(1,), (1,), (1,)]
+def test_a_new_database_has_the_2018_names_and_types(database_url, app):
+    conn = psycopg2.connect(database_url)
+    assert column_types(conn) == ORIGINAL_TYPES
     conn.close()
+
+
+def test_sends_we_record_count_in_a_go_era_report(client, db):
+    client.post("/sendsms", json={"message": "ж" * 71, "msisdns": ["0830000000", "0840000000"]})
+    assert rows(db, GO_REPORT) == [(4, 2)]  # UCS-2, 71 characters: two parts each
 
 
 def _migrate(url, results):

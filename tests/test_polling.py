@@ -142,7 +142,7 @@ def insert_in_flight(db, count, *, sends=1, sent_ago="0 minutes", first=1) -> li
         sendlog_ids = [row[0] for row in cur.fetchall()]
         cur.execute(
             """
-            INSERT INTO sms (msisdn, senttime, quantity, sendlogid, status, message, providerid)
+            INSERT INTO sms (msisdn, senttime, segments, sendlogid, status, message, providerid)
             SELECT '2783' || lpad(g::text, 7, '0'), now() AT TIME ZONE 'utc' - %s::interval, 1,
                    (%s::int[])[1 + g %% %s], 'sent', 'hi',
                    'mock-2783' || lpad(g::text, 7, '0') || '-' || g

@@ -32,7 +32,7 @@ def write_pending_as_queued(cur, sendlog_id):
             DELETE FROM pending_recipients WHERE sendlogid = %(id)s
             RETURNING segments, msisdns, ids
         )
-        INSERT INTO sms (id, msisdn, senttime, quantity, sendlogid, status, message)
+        INSERT INTO sms (id, msisdn, senttime, segments, sendlogid, status, message)
         SELECT r.id, r.msisdn, sendlog.senttime, pending.segments, sendlog.id, 'queued',
                sendlog.message
         FROM pending, sendlog, unnest(pending.ids, pending.msisdns) AS r(id, msisdn)

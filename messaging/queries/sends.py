@@ -15,7 +15,7 @@ def start_send(cur, *, originator, message, sender, msisdns, segments, first_bat
         f"""
         WITH ids AS (
             SELECT COALESCE(array_agg(id ORDER BY id), '{{}}') AS ids
-            FROM (SELECT nextval('sms_id_seq')::int AS id
+            FROM (SELECT nextval('sms_id_seq') AS id
                   FROM generate_series(1, %(count)s)) AS allocated
         ), send AS (
             INSERT INTO sendlog (senttime, originator, type, quantity, delivered, failed,
@@ -52,8 +52,8 @@ def mark_sent(cur, sendlog_id, sms_ids, provider_ids, segments):
         """
         WITH changed AS (
             UPDATE sms SET status = 'sent', providerid = v.provider_id,
-                           quantity = COALESCE(v.segments, sms.quantity)
-            FROM unnest(%s::int[], %s::varchar[], %s::smallint[]) AS v(id, provider_id, segments)
+                           segments = COALESCE(v.segments, sms.segments)
+            FROM unnest(%s::bigint[], %s::varchar[], %s::smallint[]) AS v(id, provider_id, segments)
             WHERE sms.id = v.id AND sms.status = 'queued'
             RETURNING sms.id
         )
@@ -83,18 +83,18 @@ def record_batch(cur, send, outcomes, dispatched_through=None):
     cur.execute(
         f"""
         WITH written AS (
-            INSERT INTO sms AS s (id, msisdn, senttime, quantity, sendlogid, status, message,
+            INSERT INTO sms AS s (id, msisdn, senttime, segments, sendlogid, status, message,
                                   providerid, errorcode, reason, statustimestamp)
             SELECT v.id, v.msisdn, %(senttime)s, v.segments, %(sendlog)s,
                    CASE WHEN v.provider_id IS NULL THEN 'failed' ELSE 'sent' END,
                    %(message)s, v.provider_id, v.code, v.reason,
                    CASE WHEN v.provider_id IS NULL THEN {NOW_UTC} END
-            FROM unnest(%(ids)s::int[], %(msisdns)s::varchar[], %(provider_ids)s::varchar[],
+            FROM unnest(%(ids)s::bigint[], %(msisdns)s::varchar[], %(provider_ids)s::varchar[],
                         %(segments)s::smallint[], %(codes)s::varchar[], %(reasons)s::varchar[])
                  AS v(id, msisdn, provider_id, segments, code, reason)
             ON CONFLICT (id) DO UPDATE
             SET status = excluded.status, providerid = excluded.providerid,
-                quantity = excluded.quantity, errorcode = excluded.errorcode,
+                segments = excluded.segments, errorcode = excluded.errorcode,
                 reason = excluded.reason, statustimestamp = excluded.statustimestamp
             WHERE s.status = 'queued'
             RETURNING s.status
@@ -107,7 +107,7 @@ def record_batch(cur, send, outcomes, dispatched_through=None):
         SET sent = COALESCE(sendlog.sent, 0) + counts.sent,
             failed = COALESCE(sendlog.failed, 0) + counts.failed,
             dispatchedthrough = GREATEST(dispatchedthrough, %(through)s),
-            dispatchedat = CASE WHEN %(through)s::int IS NULL THEN dispatchedat
+            dispatchedat = CASE WHEN %(through)s::bigint IS NULL THEN dispatchedat
                                 ELSE {NOW_UTC} END
         FROM counts
         WHERE sendlog.id = %(sendlog)s
@@ -136,7 +136,7 @@ def mark_failed(cur, sendlog_id, sms_ids, codes, reasons):
         WITH changed AS (
             UPDATE sms SET status = 'failed', errorcode = v.code, reason = v.reason,
                            statustimestamp = {NOW_UTC}
-            FROM unnest(%s::int[], %s::varchar[], %s::varchar[]) AS v(id, code, reason)
+            FROM unnest(%s::bigint[], %s::varchar[], %s::varchar[]) AS v(id, code, reason)
             WHERE sms.id = v.id AND sms.status = 'queued'
             RETURNING sms.id
         )

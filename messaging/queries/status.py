@@ -87,7 +87,7 @@ def lock_unresolved(cur, sms_ids):
     cur.execute(
         """
         SELECT id, providerid, sendlogid FROM sms
-        WHERE id = ANY(%s::int[]) AND status = 'sent'
+        WHERE id = ANY(%s::bigint[]) AND status = 'sent'
         ORDER BY id
         FOR UPDATE
         """,
@@ -122,7 +122,7 @@ def _lock_sends(cur, messages):
     sendlog_ids = sorted({sendlog_id for _, _, sendlog_id in messages if sendlog_id is not None})
     if sendlog_ids:
         cur.execute(
-            "SELECT id FROM sendlog WHERE id = ANY(%s::int[]) ORDER BY id FOR UPDATE",
+            "SELECT id FROM sendlog WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE",
             (array_literal(sendlog_ids),),
         )
     return [(sms_id, provider_id) for sms_id, provider_id, _ in messages]
