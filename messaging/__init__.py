@@ -5,7 +5,7 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from messaging import api, auth, cli, db, logs, ops, receipts, web
+from messaging import api, auth, cli, db, dispatch, logs, ops, receipts, web
 from messaging.config import Config, config_from_mapping, load_config
 from messaging.msisdn import Normaliser
 from messaging.providers.base import load_provider
@@ -30,10 +30,12 @@ def create_app(test_config: Config | Mapping | None = None) -> Flask:
     for warning in config.warnings:
         log.warning("config: %s", warning)
     database = db.init_app(app, config)
+    provider = load_provider(config.provider)
+    dispatch.share_rate_limit(provider, database)
     app.extensions["messaging"] = Services(
         config=config,
         db=database,
-        provider=load_provider(config.provider),
+        provider=provider,
         normaliser=Normaliser(config.provider.countries, config.provider.mobile_only),
     )
     auth.init_app(app, config.authentication)

@@ -68,38 +68,55 @@ def load(schema, data: dict) -> dict:
 @bp.route("/sendsms", methods=["GET", "POST"])
 def send_sms():
     fields = load(send_request_schema, request_fields())
+    send_at = service.parse_send_at(fields["send_at"])
+    respond_async = wants_async(request.headers.get("Prefer", ""))
 
-    def send(claim=None) -> dict:
+    def send(claim=None) -> tuple[int, dict]:
         outcome = service.send_sms(
             services(),
             message=fields["message"],
             msisdns=fields["msisdns"],
             sender=fields["sender"],
             originator=g.identity.name,
+            send_at=send_at,
+            wait=0 if respond_async else None,
             on_record=claim,
         )
-        return send_response_schema.dump(outcome)
+        accepted = respond_async or outcome.state == "scheduled"
+        return (202 if accepted else 200), send_response_schema.dump(outcome)
 
-    def answer_for_send(sendlog_id: int) -> dict:
+    def answer_for_send(sendlog_id: int) -> tuple[int, dict]:
         outcome = service.answer_for_send(services(), sendlog_id, fields["msisdns"])
-        return send_response_schema.dump(outcome)
+        return 200, send_response_schema.dump(outcome)
 
     key = request.headers.get("Idempotency-Key")
     if key is None:
-        answer = send()
+        status, answer = send()
     else:
         request_fingerprint = idempotency.fingerprint(
-            fields["message"], fields["msisdns"], fields["sender"]
+            fields["message"], fields["msisdns"], fields["sender"], fields["send_at"]
         )
-        answer = idempotency.run_once(
+        status, answer = idempotency.run_once(
             services().db, g.identity.name, key, request_fingerprint, send, answer_for_send
         )
     g.log_summary = (
         f"ref={answer['refNumber']} valid={answer['validNumbers']} "
         f"invalid={answer['invalidNumbers']} duplicates={answer['duplicateNumbers']} "
-        f"sent={answer['messagesSent']} success={answer['sendSuccess']}"
+        f"sent={answer['messagesSent']} queued={answer.get('queuedNumbers', 0)} "
+        f"success={answer['sendSuccess']}"
     )
-    return jsonify(answer)
+    response = jsonify(answer)
+    response.status_code = status
+    if status == 202:
+        response.headers["Location"] = f"/sends/{answer['refNumber']}"
+        if respond_async:
+            response.headers["Preference-Applied"] = "respond-async"
+    return response
+
+
+def wants_async(prefer: str) -> bool:
+    """Does a Prefer header (RFC 7240) ask for respond-async?"""
+    return any(part.split(";")[0].strip().lower() == "respond-async" for part in prefer.split(","))
 
 
 @bp.route("/messagestatus/<anytext:msisdn>", methods=["GET"])
@@ -112,6 +129,14 @@ def message_status(msisdn):
 def send_report(ref):
     page, page_size = sends.parse_paging(request.args.get("page"), request.args.get("pageSize"))
     return jsonify(sends.send_report(services(), sends.parse_ref(ref), page, page_size))
+
+
+@bp.route("/sends/<ref>/cancel", methods=["POST"])
+def cancel_send(ref):
+    ref_number = sends.parse_ref(ref)
+    service.cancel_send(services(), ref_number)
+    g.log_summary = f"ref={ref_number} cancelled"
+    return jsonify(sends.send_report(services(), ref_number, 1, sends.DEFAULT_PAGE_SIZE)["send"])
 
 
 @bp.route("/normalize", methods=["POST"])

@@ -4,7 +4,9 @@ import csv
 import functools
 import getpass
 import importlib
+import math
 import pkgutil
+import signal
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -14,7 +16,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
-from messaging import auth, db, metrics, polling, reconcile, service
+from messaging import auth, db, dispatch, metrics, polling, reconcile, service
 from messaging.config import ConfigError, parse_duration
 from messaging.errors import MessagingError
 from messaging.queries.reports import status_totals
@@ -105,18 +107,32 @@ def read_numbers(stream) -> list[str]:
     help="CSV of numbers: a column named msisdn/number/phone, else the first column.",
 )
 @click.option("--from", "sender", default=None, help="Sender id (default smsProvider.from).")
+@click.option(
+    "--at",
+    "send_at",
+    default=None,
+    help="Send at this time instead of now: ISO 8601 with an offset (2026-12-24T08:00+02:00).",
+)
+@click.option(
+    "--async",
+    "no_wait",
+    is_flag=True,
+    help="Record the send and exit; the dispatchers send it (flask dispatch).",
+)
 @with_appcontext
-def send_command(message, numbers_file, sender):
+def send_command(message, numbers_file, sender, send_at, no_wait):
     """Send MESSAGE to every number in a CSV file and print the refNumber."""
     numbers = read_numbers(numbers_file)
     services = current_app.extensions["messaging"]
     originator = f"cli:{getpass.getuser()}"
     try:
-        progress = click.progressbar(length=len(numbers), label="sending", file=sys.stderr)
-        with progress as bar:
+        when = service.parse_send_at(send_at)
+        if when is not None or no_wait:
             outcome = service.send_sms(
-                services, message, numbers, sender, originator, on_batch=bar.update
+                services, message, numbers, sender, originator, send_at=when, wait=0
             )
+        else:
+            outcome = _send_with_progress(services, message, numbers, sender, originator)
     except MessagingError as err:
         raise click.ClickException(err.message) from None
     click.echo(
@@ -124,13 +140,25 @@ def send_command(message, numbers_file, sender):
         f"{outcome.duplicate_numbers}; accepted by the provider {outcome.messages_sent}",
         err=True,
     )
-    if not outcome.send_success:
+    if outcome.state != "done":
+        click.echo(f"{outcome.state}: {outcome.status_description}", err=True)
+    elif not outcome.send_success:
         click.echo(f"send failed: {outcome.status_description}", err=True)
     elif outcome.status_description:
         click.echo(outcome.status_description, err=True)
     click.echo(f"refNumber {outcome.ref_number}")
-    if not outcome.send_success:
+    if outcome.state == "done" and not outcome.send_success:
         raise SystemExit(1)
+
+
+def _send_with_progress(services, message, numbers, sender, originator):
+    """Send and stay until every recipient is settled, with a progress bar: the command
+    works on the send itself beside any dispatchers, however long it takes."""
+    progress = click.progressbar(length=len(numbers), label="sending", file=sys.stderr)
+    with progress as bar:
+        return service.send_sms(
+            services, message, numbers, sender, originator, wait=math.inf, on_recorded=bar.update
+        )
 
 
 def parse_time(value: str | None, option: str) -> datetime | None:
@@ -250,13 +278,13 @@ def _poll_once(services, window_seconds) -> polling.PollSummary:
 
 
 def _reconcile_before_polling(services) -> None:
-    """Settle sends a dead process left behind (silent for a few minutes); say so if any."""
+    """Settle batches a dead dispatcher left at the provider; say so if any."""
     try:
         summary = reconcile.reconcile(services)
     except MessagingError as err:
         click.echo(f"reconcile: stopped: {err.message}")  # the poll run reports it too
         return
-    if summary.sends:
+    if summary.batches or summary.errors:
         click.echo(summary.line())
 
 
@@ -266,16 +294,17 @@ def _reconcile_before_polling(services) -> None:
     metavar="SECONDS",
     type=click.FloatRange(min=0),
     default=None,
-    help="Settle unfinished sends silent this long (default: a few minutes, at least "
-    "twice the provider's longest call). poll-status runs this with the default.",
+    help="Also take batches claimed longer ago than this for abandoned, before their lease "
+    "ends (only when you know their process is gone). Default: only batches whose lease "
+    "has run out. poll-status runs this with the default.",
 )
 @with_appcontext
 def reconcile_command(older_than):
-    """Settle recipients a crashed send left `queued`; never resends.
+    """Settle batches a dead dispatcher left at the provider; never resends.
 
-    Above the dispatch mark: failed, "interrupted before dispatch". The batch that may
-    have reached the provider: the provider's answer where it can look sends up, else
-    failed, "provider outcome unknown". Exits 1 if a provider lookup failed.
+    Each recipient of such a batch gets the provider's answer where it can look sends
+    up, else failed, "provider outcome unknown". Batches never handed over are left to
+    the dispatchers. Exits 1 if a provider lookup failed.
     """
     services = current_app.extensions["messaging"]
     try:
@@ -287,9 +316,45 @@ def reconcile_command(older_than):
         raise SystemExit(1)
 
 
+@click.command("dispatch")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Batches in flight at once (default smsProvider.maxConcurrentRequests).",
+)
+@click.option(
+    "--until-idle",
+    is_flag=True,
+    help="Exit once no batch is waiting or being sent, instead of running until stopped.",
+)
+@with_appcontext
+def dispatch_command(concurrency, until_idle):
+    """Send recorded batches to the provider until stopped (SIGTERM or Ctrl-C finish the
+    batches in flight, record them, and exit). Run any number, on any number of hosts."""
+    services = current_app.extensions["messaging"]
+    dispatcher = dispatch.Dispatcher(services, concurrency=concurrency)
+
+    def stop(signum, frame):
+        click.echo(f"dispatch: {signal.Signals(signum).name}: finishing the batches in flight")
+        dispatcher.stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, stop)
+    click.echo(
+        f"dispatch: {dispatcher.name}, {dispatcher.concurrency} at once, "
+        f"provider {services.provider.name}" + ("; until idle" if until_idle else "")
+    )
+    if until_idle:
+        dispatcher.idle_exit = True
+    dispatcher.run()
+    click.echo(f"dispatch: stopped after {dispatcher.batches} batches")
+
+
 def init_app(app) -> None:
     app.cli.add_command(poll_status)
     app.cli.add_command(reconcile_command)
+    app.cli.add_command(dispatch_command)
     app.cli.add_command(send_command)
     app.cli.add_command(stats_command)
     app.cli.add_command(db_group)

@@ -57,3 +57,12 @@ class ProviderError(MessagingError):
         self.code = code
         self.description = description
         self.retryable = retryable
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider is down or refused the request unprocessed, for now (connection
+    refused, 429, 503): safe to send again later, after `retry_after` seconds if it said."""
+
+    def __init__(self, code: str, description: str, *, retry_after: float | None = None):
+        super().__init__(code, description)
+        self.retry_after = retry_after

@@ -28,6 +28,7 @@ KEY_FORMAT = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 # claim(cur, sendlog_id): called in the transaction that records the send.
 Claim = Callable[[object, int], None]
+Answer = tuple[int, dict]
 
 
 class _Taken(Exception):
@@ -44,10 +45,10 @@ def run_once(
     identity: str,
     key: str,
     request_fingerprint: str,
-    produce: Callable[[Claim], dict],
-    answer_for_send: Callable[[int], dict],
-) -> dict:
-    """Return the answer of the one send made for (identity, key).
+    produce: Callable[[Claim], Answer],
+    answer_for_send: Callable[[int], Answer],
+) -> Answer:
+    """Return the answer, (HTTP status, body), of the one send made for (identity, key).
 
     `produce(claim)` records and makes the send, calling `claim(cur, sendlog_id)` in the
     transaction that records it; `answer_for_send(sendlog_id)` builds the answer of a
@@ -64,9 +65,10 @@ def run_once(
         answer = produce(claim)
     except _Taken:
         return _replay(db, identity, key, request_fingerprint, answer_for_send)
+    status, body = answer
     try:
         with db.transaction() as cur:
-            store_idempotent_response(cur, identity, key, json.dumps(answer))
+            store_idempotent_response(cur, identity, key, status, json.dumps(body))
     except ServiceUnavailable:
         # The key still names the send, so a repeat answers from the send itself.
         log.warning("could not store the answer for an Idempotency-Key; repeats rebuild it")
@@ -78,11 +80,11 @@ def _replay(db, identity, key, request_fingerprint, answer_for_send) -> dict:
         row = idempotent_response(cur, identity, key)
     if row is None:  # it expired in between: rare enough to let the caller try again
         raise Conflict("the Idempotency-Key expired just now; send the request again")
-    stored_fingerprint, answer, sendlog_id = row
+    stored_fingerprint, status, body, sendlog_id = row
     if stored_fingerprint != request_fingerprint:
         raise InvalidInput("Idempotency-Key was already used for a different request")
-    if answer is not None:
-        return answer
+    if body is not None:
+        return status or 200, body
     if sendlog_id is None:  # claimed before keys named their send (migration 0009)
         raise Conflict("a request with this Idempotency-Key is still in progress")
     return answer_for_send(sendlog_id)

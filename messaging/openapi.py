@@ -108,7 +108,17 @@ SEND_SMS = {
     "credit, provider down, sending disabled) is still 200, with `sendSuccess: false` and "
     "the reason in `statusDescription`; the send and every recipient are recorded.",
     "responses": {
-        "200": _json("SendSmsResponse", "The send is recorded; `refNumber` finds it again."),
+        "200": _json(
+            "SendSmsResponse",
+            "The send is recorded; `refNumber` finds it again. A send not finished within "
+            "smsProvider.waitSeconds answers what is known, `queuedNumbers` go on in the "
+            "background.",
+        ),
+        "202": _json(
+            "SendSmsResponse",
+            "Recorded and not sent yet (`Prefer: respond-async`, or a `sendAt` ahead): "
+            "`Location` is `/sends/{refNumber}`.",
+        ),
         **_errors("406", "413", "500"),
         "409": {
             "description": "The send of this Idempotency-Key is still in progress: "
@@ -117,6 +127,12 @@ SEND_SMS = {
         },
     },
 }
+PREFER = _param(
+    "header",
+    "Prefer",
+    False,
+    "`respond-async` (RFC 7240): answer 202 at once; the dispatchers send it.",
+)
 IDEMPOTENCY_KEY = _param(
     "header",
     "Idempotency-Key",
@@ -134,7 +150,7 @@ PATHS = {
             "post": _secured(
                 {
                     **SEND_SMS,
-                    "parameters": [IDEMPOTENCY_KEY],
+                    "parameters": [IDEMPOTENCY_KEY, PREFER],
                     "requestBody": _body("SendSmsRequest", "JSON, or form data."),
                 }
             ),
@@ -144,9 +160,11 @@ PATHS = {
                     "summary": "Send one text to a list of numbers (query parameters)",
                     "parameters": [
                         IDEMPOTENCY_KEY,
+                        PREFER,
                         _param("query", "message", True),
                         _param("query", "msisdns", True, "comma-separated numbers"),
                         _param("query", "from", False, "sender id"),
+                        _param("query", "sendAt", False, "ISO 8601 with an offset"),
                     ],
                 }
             ),
@@ -204,6 +222,25 @@ PATHS = {
                     "responses": {
                         "200": _json("SendReport", "The send and one page of recipients."),
                         "404": {"description": "No send with that refNumber.", **JSON_ERROR},
+                        **_errors("406", "500"),
+                    },
+                }
+            )
+        },
+    ),
+    "api.cancel_send": (
+        "/sends/{refNumber}/cancel",
+        {
+            "post": _secured(
+                {
+                    "summary": "Cancel what of a send has not been handed to the provider",
+                    "description": "Those recipients become `failed` with reason `cancelled`; "
+                    "a batch already at the provider finishes as it will.",
+                    "parameters": [_param("path", "refNumber", True, "as /sendsms answered it")],
+                    "responses": {
+                        "200": _json("SendSummary", "The send, as cancelled."),
+                        "404": {"description": "No send with that refNumber.", **JSON_ERROR},
+                        "409": {"description": "The send is already finished.", **JSON_ERROR},
                         **_errors("406", "500"),
                     },
                 }

@@ -25,6 +25,14 @@ class SendSmsRequest(Schema):
     message = fields.String(required=True)
     msisdns = MsisdnList(required=True)
     sender = fields.String(data_key="from", load_default=None, allow_none=True)
+    send_at = fields.String(
+        data_key="sendAt",
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "description": "send later: ISO 8601 with an offset, e.g. 2026-12-24T08:00+02:00"
+        },
+    )
 
 
 class NormalizeRequest(Schema):
@@ -43,6 +51,10 @@ class SendSmsResponse(Schema):
     statusDescription = fields.String(attribute="status_description")
     messagesSent = fields.Integer(attribute="messages_sent")
     segments = fields.Integer()
+    queuedNumbers = fields.Integer(
+        attribute="queued_numbers",
+        metadata={"description": "recipients not sent yet: they go on in the background"},
+    )
 
 
 class ErrorResponse(Schema):
@@ -99,6 +111,13 @@ class SendSummary(Schema):
     failed = fields.Integer(required=True)
     status = fields.String(required=True, allow_none=True)
     description = fields.String(required=True)
+    state = fields.String(
+        required=True, metadata={"enum": ["scheduled", "sending", "done", "cancelled"]}
+    )
+    sendAt = fields.String(
+        required=True, allow_none=True, metadata={"description": "UTC, ISO 8601 with Z"}
+    )
+    queued = fields.Integer(required=True, metadata={"description": "recipients not sent yet"})
 
 
 class RecipientStatus(Schema):

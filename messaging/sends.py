@@ -3,6 +3,7 @@
 from datetime import datetime
 
 from messaging.errors import InvalidInput, NotFound
+from messaging.queries.dispatch import send_progress
 from messaging.queries.sends import count_recipients, find_send, send_recipients
 from messaging.service import Services
 
@@ -51,6 +52,7 @@ def send_report(services: Services, ref: int, page: int, page_size: int) -> dict
             raise NotFound(f"no send with refNumber {ref}")
         total = count_recipients(cur, ref)
         recipients = send_recipients(cur, ref, page_size, (page - 1) * page_size)
+        progress = send_progress(cur, ref)
     return {
         "send": {
             "refNumber": str(send["id"]),
@@ -64,6 +66,9 @@ def send_report(services: Services, ref: int, page: int, page_size: int) -> dict
             "failed": send["failed"] or 0,
             "status": send["status"],
             "description": send["description"] or "",
+            "state": send["state"],
+            "sendAt": iso(send["sendat"]),
+            "queued": progress["queued"],
         },
         "recipients": [
             {

@@ -1,32 +1,43 @@
-"""The rules of sending and status lookup, and the transactions around provider calls."""
+"""The rules of sending and status lookup, and the transactions around them.
+
+A send is recorded (sendlog, its recipients as batches, an Idempotency-Key's claim) in
+one transaction, then handed to the provider by dispatch.py: by the request itself for
+up to `smsProvider.waitSeconds`, and by the dispatchers (`flask dispatch`) for the rest.
+"""
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
-from messaging import metrics
+from messaging import dispatch, metrics
 from messaging.config import Config
 from messaging.db import Database
-from messaging.errors import Conflict, InvalidInput, NotFound, ProviderError, ServiceUnavailable
+from messaging.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from messaging.msisdn import Normaliser
-from messaging.providers.base import FAILED, Provider, Recipient
-from messaging.queries.sends import count_accepted, find_send, finish_send, record_batch, start_send
+from messaging.providers.base import FAILED, Provider
+from messaging.queries.dispatch import (
+    allocate_ids,
+    fail_ready_batches,
+    finish_if_done,
+    lock_send,
+    mark_cancelled,
+    note_failure,
+    record_send,
+    send_progress,
+)
+from messaging.queries.sends import find_send
 from messaging.queries.status import apply_status_updates, latest_message
 from messaging.segments import count_segments
 
 log = logging.getLogger(__name__)
 
-NO_ANSWER = ("", "No answer from the provider for this recipient")
 DISABLED = ("", "SMS sending is disabled (smsProvider.enabled is false)")
-UNEXPECTED = ("", "Provider call failed unexpectedly")
-# How long a write after a provider call keeps trying while the database is away.
-WRITE_RETRY_SECONDS = 15.0
-CLOSED_BY_RECONCILE = (
-    "",
-    "Send closed by reconcile as interrupted while a batch was at the provider",
-)
+CANCELLED = ("", "cancelled")
+# sendAt further ahead than this is taken for a typo.
+LONGEST_SCHEDULE = timedelta(days=366)
 
 
 @dataclass
@@ -40,16 +51,6 @@ class Services:
 
 
 @dataclass(frozen=True)
-class Send:
-    """What every sms row of a send repeats."""
-
-    id: int
-    senttime: datetime
-    message: str
-    segments: int
-
-
-@dataclass(frozen=True)
 class SendOutcome:
     ref_number: str
     valid_numbers: int
@@ -59,6 +60,9 @@ class SendOutcome:
     status_description: str
     messages_sent: int
     segments: int
+    queued_numbers: int = 0
+    # scheduled, sending (goes on in the background), done or cancelled
+    state: str = "done"
 
 
 def validate_message(message: str, max_segments: int) -> int:
@@ -81,24 +85,46 @@ def _storable(text: str, name: str) -> None:
         raise InvalidInput(f"{name} contains a NUL character (\\u0000)")
 
 
+def parse_send_at(text: str | None) -> datetime | None:
+    """Return `sendAt` (ISO 8601 with an offset) as an aware datetime, or raise InvalidInput."""
+    if text is None or text == "":
+        return None
+    if not isinstance(text, str):
+        raise InvalidInput("sendAt must be a string: ISO 8601 with an offset")
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidInput(
+            f"sendAt {text[:40]!r} is not ISO 8601 (e.g. 2026-12-24T08:00:00+02:00)"
+        ) from None
+    if moment.tzinfo is None:
+        raise InvalidInput("sendAt needs an offset (+02:00 or Z): the local time is ambiguous")
+    if moment - datetime.now(UTC) > LONGEST_SCHEDULE:
+        raise InvalidInput("sendAt is more than a year ahead")
+    return moment
+
+
 def send_sms(
     services: Services,
     message: str,
     msisdns: list[str],
     sender: str | None,
     originator: str,
-    on_batch: Callable[[int], None] | None = None,
+    *,
+    send_at: datetime | None = None,
+    wait: float | None = None,
     on_record: Callable[[object, int], None] | None = None,
+    on_recorded: Callable[[int], None] | None = None,
 ) -> SendOutcome:
-    """Record a send and its recipients, hand them to the provider in batches, record each outcome.
+    """Record a send and its recipients, then work on it for up to `wait` seconds (None:
+    smsProvider.waitSeconds; 0: answer at once; math.inf: until it is done).
 
     The send and every recipient (with its sms id) are committed before the first
-    provider call; each recipient's sms row is written with the provider's answer for
-    its batch. No transaction is open while the provider is working.
-    `on_batch(size)` is called after each batch is recorded (a progress bar's hook);
-    `on_record(cur, sendlog_id)` inside the transaction that records the send (an
-    Idempotency-Key's claim). Once the send is recorded, a database failure is answered
-    with its refNumber: the send exists, and may be partly at the provider.
+    provider call, in batches the dispatchers share; what is not done by the deadline
+    goes on in the background. `on_record(cur, sendlog_id)` runs inside the recording
+    transaction (an Idempotency-Key's claim); `on_recorded(n)` after every n recipients
+    this process settles (a progress bar). Once the send is recorded, a database failure
+    is answered with its refNumber: the send exists, and may be partly at the provider.
     """
     settings = services.config.provider
     segments = validate_message(message, settings.max_message_segments)
@@ -113,32 +139,69 @@ def send_sms(
         _storable(sender, "from")
     cleaned = services.normaliser.clean(msisdns)
     sender = sender or settings.sender
+    stored_send_at = send_at.astimezone(UTC).replace(tzinfo=None) if send_at else None
+    scheduled = send_at is not None and send_at > datetime.now(UTC)
 
-    first_batch = _batch_size(services) if settings.enabled else 0
     with services.db.transaction() as cur:
-        sendlog_id, senttime, ids = start_send(
+        ids = allocate_ids(cur, len(cleaned.valid))
+        sendlog_id, _ = record_send(
             cur,
             originator=originator,
             message=message,
             sender=sender,
             msisdns=cleaned.valid,
+            ids=ids,
             segments=segments,
-            first_batch=first_batch,
+            batch_size=batch_size(services),
+            bulk=len(cleaned.valid) >= settings.bulk_threshold,
+            send_at=stored_send_at,
         )
         if on_record is not None:
             on_record(cur, sendlog_id)
-    send = Send(sendlog_id, senttime, message, segments)
+        if not settings.enabled:
+            note_failure(cur, sendlog_id, DISABLED[1])
+            fail_ready_batches(cur, sendlog_id, *DISABLED)
+        finish_if_done(cur, sendlog_id)  # nothing to send: disabled, or no valid number
+    wait = settings.wait_seconds if wait is None else wait
     try:
-        sent, description, success = _send_recorded(
-            services, send, cleaned.valid, ids, sender, on_batch
-        )
+        if wait > 0 and not scheduled:
+            deadline = None if math.isinf(wait) else time.monotonic() + wait
+            progress = dispatch.work_on_send(services, sendlog_id, deadline, on_recorded)
+        else:
+            with services.db.transaction() as cur:
+                progress = send_progress(cur, sendlog_id)
     except ServiceUnavailable as err:
-        log.error("send %s: %s while sending; stopped", sendlog_id, err.message)
+        log.error("send %s: %s while sending; it goes on without this request", sendlog_id, err)
         raise ServiceUnavailable(
-            f"{err.message} during send {sendlog_id}: it is recorded, and what the provider "
-            f"took is kept; see GET /sends/{sendlog_id} once the database is back",
+            f"{err.message} during send {sendlog_id}: it is recorded, and what is not sent "
+            f"yet goes on once the database is back; see GET /sends/{sendlog_id}",
             refNumber=str(sendlog_id),
         ) from None
+    return _outcome(sendlog_id, progress, cleaned, segments, scheduled)
+
+
+def batch_size(services: Services) -> int:
+    return min(services.config.provider.max_batch_size, services.provider.max_batch_size)
+
+
+def _outcome(sendlog_id, progress, cleaned, segments, scheduled=False) -> SendOutcome:
+    """What a caller is told of a send: final once it is done, else what is known so far."""
+    status = progress["status"]
+    if status != "sending":
+        success = status == "success"
+        description = progress["description"] or ""
+        state = "cancelled" if status == "cancelled" else "done"
+    else:
+        success = progress["failure"] is None
+        queued = progress["queued"]
+        description = progress["failure"] or (
+            f"{queued} of {progress['quantity']} recipients "
+            + ("scheduled" if scheduled else "queued, still being sent")
+            + f"; see GET /sends/{sendlog_id}"
+        )
+        if progress["last_error"] and not progress["failure"]:
+            description += f" (the provider refused for now: {progress['last_error']})"
+        state = "scheduled" if scheduled else "sending"
     return SendOutcome(
         ref_number=str(sendlog_id),
         valid_numbers=len(cleaned.valid),
@@ -146,173 +209,48 @@ def send_sms(
         duplicate_numbers=cleaned.duplicates,
         send_success=success,
         status_description=description,
-        messages_sent=sent,
+        messages_sent=progress["accepted"],
         segments=segments,
+        queued_numbers=progress["queued"] if status == "sending" else 0,
+        state=state,
     )
-
-
-def _send_recorded(services, send, numbers, ids, sender, on_batch) -> tuple[int, str, bool]:
-    """Hand a recorded send to the provider; return (accepted, description, success)."""
-    settings = services.config.provider
-    recipients = [
-        Recipient(number, str(sms_id)) for number, sms_id in zip(numbers, ids, strict=True)
-    ]
-    sent = 0
-    if not recipients:
-        failure = ProviderError("", "No valid numbers to send to")
-    elif not settings.enabled:
-        failure = ProviderError(*DISABLED)
-        _record_failed(services.db, send, recipients, *DISABLED)
-    else:
-        failure, sent = _dispatch(services, send, recipients, sender, on_batch)
-
-    rejected = len(recipients) - sent
-    metrics.record_messages(services.provider.name, sent=sent, failed=rejected)
-    if failure is not None:
-        description = failure.message
-    elif rejected:
-        description = f"{rejected} of {len(recipients)} recipients rejected by the provider"
-    else:
-        description = ""
-    success = failure is None and sent > 0
-    status = "success" if success else "failed"
-    _write(services.db, lambda cur: finish_send(cur, send.id, status, description))
-    return sent, description, success
 
 
 def answer_for_send(services: Services, sendlog_id: int, msisdns: list[str]) -> SendOutcome:
     """Rebuild the answer of a finished send (a repeated Idempotency-Key whose first answer
     was never stored); raise Conflict, naming the send, while it is still running."""
     with services.db.transaction() as cur:
+        progress = send_progress(cur, sendlog_id)
         found = find_send(cur, sendlog_id)
-        accepted = count_accepted(cur, sendlog_id)
-    if found is None:
+    if progress is None or found is None:
         raise NotFound(f"the send of this Idempotency-Key ({sendlog_id}) no longer exists")
-    if found["status"] == "sending":
+    if progress["status"] == "sending":
         raise Conflict(
             f"the request with this Idempotency-Key is still being sent as send {sendlog_id}; "
             f"see GET /sends/{sendlog_id}",
             refNumber=str(sendlog_id),
         )
     cleaned = services.normaliser.clean(msisdns)
-    return SendOutcome(
-        ref_number=str(sendlog_id),
-        valid_numbers=len(cleaned.valid),
-        invalid_numbers=cleaned.invalid,
-        duplicate_numbers=cleaned.duplicates,
-        send_success=found["status"] == "success",
-        status_description=found["description"] or "",
-        messages_sent=accepted,
-        segments=count_segments(found["message"] or ""),
-    )
+    return _outcome(sendlog_id, progress, cleaned, count_segments(found["message"] or ""))
 
 
-def _dispatch(
-    services, send, recipients, sender, on_batch=None
-) -> tuple[ProviderError | None, int]:
-    """Send batch by batch; after a whole-request failure, fail the rest with its reason.
+def cancel_send(services: Services, sendlog_id: int) -> dict:
+    """Stop what of a send has not been handed over: those recipients fail, "cancelled".
 
-    Returns the whole-request failure (if any) and how many recipients were accepted.
-    Each batch's highest id is recorded as dispatched before its call, in the commit
-    before it (reconcile's watermark: no extra transaction per batch).
+    A batch already at the provider finishes as it will. Raises NotFound for an unknown
+    send and Conflict for one already finished. Returns the send's progress.
     """
-    provider = services.provider
-    failure = None
-    sent = 0
-    for batch, following in _batches(recipients, _batch_size(services), on_batch):
-        if failure is not None:
-            _record_failed(services.db, send, batch, failure.code, failure.description)
-            continue
-        began = time.perf_counter()
-        try:
-            with metrics.provider_call(provider.name, "send"):
-                results = provider.send_batch(batch, send.message, sender)
-        except ProviderError as err:
-            log.warning(
-                "send %s: provider %s refused a batch of %d: %s",
-                send.id,
-                provider.name,
-                len(batch),
-                err.message,
-            )
-            failure = err
-            _record_failed(services.db, send, batch, err.code, err.description)
-            continue
-        except Exception:
-            log.exception("send %s: provider %s failed unexpectedly", send.id, provider.name)
-            failure = ProviderError(*UNEXPECTED)
-            _record_failed(services.db, send, batch, *UNEXPECTED)
-            continue
-        log.info(
-            "send %s: batch of %d to %s in %.3fs",
-            send.id,
-            len(batch),
-            provider.name,
-            time.perf_counter() - began,
-        )
-        accepted, still_sending = _record_results(services.db, send, batch, results, following)
-        sent += accepted
-        if not still_sending:  # reconcile took it for dead and settled the rest: stop
-            log.warning("send %s: closed by reconcile while at the provider; stopping", send.id)
-            return ProviderError(*CLOSED_BY_RECONCILE), sent
-    return failure, sent
-
-
-def _batch_size(services) -> int:
-    return min(services.config.provider.max_batch_size, services.provider.max_batch_size)
-
-
-def _batches(recipients, size, on_batch):
-    """Yield (batch of `size`, the next batch's highest sms id or None); report each batch
-    to `on_batch` once the caller is done with it. Ids ascend with the recipients."""
-    for start in range(0, len(recipients), size):
-        batch = recipients[start : start + size]
-        following = recipients[start + size : start + 2 * size]
-        yield batch, int(following[-1].reference) if following else None
-        if on_batch is not None:
-            on_batch(len(batch))
-
-
-def _record_results(
-    db: Database, send: Send, batch, results, next_through=None
-) -> tuple[int, bool]:
-    """Write one batch's answers (and the next batch's dispatch mark); return how many
-    recipients were accepted and whether the send is still ours to go on with."""
-    by_reference = {result.reference: result for result in results}
-    outcomes = []
-    for recipient in batch:
-        result = by_reference.get(recipient.reference)
-        if result is None:
-            outcome = (None, send.segments, *NO_ANSWER)
-        elif result.accepted and result.provider_id:
-            outcome = (result.provider_id, result.segments or send.segments, None, None)
-        else:
-            outcome = (None, send.segments, result.error_code or "", result.reason or "Rejected")
-        outcomes.append((recipient.reference, recipient.msisdn, *outcome))
-    return _write(db, lambda cur: record_batch(cur, send, outcomes, next_through))
-
-
-def _record_failed(db: Database, send: Send, recipients, code, reason) -> None:
-    outcomes = [(r.reference, r.msisdn, None, send.segments, code, reason) for r in recipients]
-    _write(db, lambda cur: record_batch(cur, send, outcomes))
-
-
-def _write(db: Database, write: Callable):
-    """Run `write(cur)` in a transaction, again while the database is briefly away: what
-    the provider answered must not be lost to a blip. Each write is safe to repeat (only
-    rows still `queued` change, and the counters move by the rows changed)."""
-    deadline = time.monotonic() + WRITE_RETRY_SECONDS
-    delay = 0.1
-    while True:
-        try:
-            with db.transaction() as cur:
-                return write(cur)
-        except ServiceUnavailable as err:
-            if time.monotonic() + delay > deadline:
-                raise
-            log.warning("%s; writing again in %.1fs", err.message, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+    with services.db.transaction() as cur:
+        lock_send(cur, sendlog_id)
+        if mark_cancelled(cur, sendlog_id):
+            fail_ready_batches(cur, sendlog_id, *CANCELLED)
+            finish_if_done(cur, sendlog_id)
+        progress = send_progress(cur, sendlog_id)
+    if progress is None:
+        raise NotFound(f"no send with refNumber {sendlog_id}")
+    if progress["status"] not in ("sending", "cancelled"):
+        raise Conflict(f"send {sendlog_id} is already finished ({progress['status']})")
+    return progress
 
 
 def normalize(services: Services, msisdns: list[str]) -> list[str]:

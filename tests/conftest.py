@@ -262,3 +262,37 @@ def through(proxy: TcpProxy, url: str) -> str:
     params.update(host="127.0.0.1", port=str(proxy.port))
     database = params.pop("dbname")
     return url_for_database(" ".join(f"{k}={v}" for k, v in params.items()), database)
+
+
+@contextlib.contextmanager
+def dispatcher_process(
+    config: dict, database_url: str, tmp_path: Path, name: str = "dispatch", args=()
+):
+    """Run `flask --app messaging dispatch` as a process of its own; yield its Popen (its
+    output goes to tmp_path/<name>.log). Stopped with SIGTERM at the end if still running."""
+    config_file = tmp_path / f"{name}-config.json"
+    config_file.write_text(json.dumps(config))
+    env = {
+        **os.environ,
+        "MESSAGING_CONFIG": str(config_file),
+        "MESSAGING_DATABASE_URL": database_url,
+    }
+    log_file = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "messaging", "dispatch", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=60)
+        log_file.close()
+
+
+def log_of(tmp_path: Path, name: str) -> str:
+    return (tmp_path / f"{name}.log").read_text()

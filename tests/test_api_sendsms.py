@@ -35,6 +35,7 @@ def test_json_send_records_every_recipient_and_answers_like_the_original(client,
         "statusDescription": "",
         "messagesSent": 3,
         "segments": 1,
+        "queuedNumbers": 0,
     }
     recorded = rows(
         db,
@@ -100,7 +101,8 @@ def test_rejected_recipients_are_failed_with_code_and_reason(client, db):
 
 
 def test_out_of_credit_is_a_failed_send_with_every_recipient_recorded(make_app, db):
-    app = make_app(base_config(token="nocredit", maxBatchSize=2))
+    # One batch at a time: the refusal of the first is seen before the second would go.
+    app = make_app(base_config(token="nocredit", maxBatchSize=2, maxConcurrentRequests=1))
     response = app.test_client().post(
         "/sendsms", json={"message": "x", "msisdns": ["0830000000", "0840000000", "0820000000"]}
     )
@@ -236,5 +238,5 @@ def test_each_request_logs_one_line_with_its_id_counts_and_outcome_never_the_tok
     line = lines[0]
     assert line.request_id == "req-42"
     assert "POST /sendsms 200" in line.getMessage()
-    assert "valid=3 invalid=1 duplicates=0 sent=3 success=True" in line.getMessage()
+    assert "valid=3 invalid=1 duplicates=0 sent=3 queued=0 success=True" in line.getMessage()
     assert all("s3cret-provider-token" not in r.getMessage() for r in caplog.records)

@@ -87,7 +87,7 @@ def check_nothing_lost(tally: Tally, db, capsys, label: str) -> None:
     assert rows(db, "SELECT count(*) FROM sendlog") == [(tally.sends,)]
     assert rows(db, "SELECT count(*) FROM sms") == [(tally.accepted_recipients,)]
     assert rows(db, "SELECT count(*) FROM sms WHERE status = 'queued'") == [(0,)]
-    assert rows(db, "SELECT count(*) FROM pending_recipients") == [(0,)]
+    assert rows(db, "SELECT count(*) FROM dispatch_batches") == [(0,)]
     unequal = rows(
         db,
         """

@@ -41,6 +41,9 @@ def test_a_send_report_shows_the_send_and_each_recipient(client, runner, db):
         "failed": 2,
         "status": "success",
         "description": "1 of 4 recipients rejected by the provider",
+        "state": "done",
+        "sendAt": None,
+        "queued": 0,
     }
     recipients = body["recipients"]
     for recipient in recipients:
@@ -98,7 +101,7 @@ def test_large_sends_are_paged_in_send_order(client, db):
 
 
 def test_a_send_in_progress_shows_its_unanswered_recipients_queued(make_app, db):
-    app = make_app(base_config(maxBatchSize=3))
+    app = make_app(base_config(maxBatchSize=3, maxConcurrentRequests=1))
     services = app.extensions["messaging"]
     services.provider = HeldProvider(services.provider.settings, hold_at=2)
     numbers = [f"08300{n:05d}" for n in range(7)]
@@ -118,13 +121,14 @@ def test_a_send_in_progress_shows_its_unanswered_recipients_queued(make_app, db)
 
     recipients = during["recipients"] + second_page["recipients"]
     assert during["total"] == 7 and during["send"]["status"] == "sending"
+    assert (during["send"]["state"], during["send"]["queued"]) == ("sending", 4)
     assert [r["msisdn"] for r in recipients] == [f"2783{n:07d}" for n in range(7)]
     assert [r["status"] for r in recipients] == ["sent"] * 3 + ["queued"] * 4
     assert recipients[3]["providerId"] is None
     assert status == "queued"
     assert after["total"] == 7 and after["send"]["status"] == "success"
     assert [r["status"] for r in after["recipients"]] == ["sent"] * 7
-    assert rows(db, "SELECT count(*) FROM pending_recipients") == [(0,)]
+    assert rows(db, "SELECT count(*) FROM dispatch_batches") == [(0,)]
 
 
 def test_an_unknown_ref_is_a_404_json_error(client, db):

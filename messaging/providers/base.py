@@ -87,6 +87,14 @@ class Provider:
         """
         raise NotImplementedError(f"{self.name} takes no pushed receipts")
 
+    # Can the provider look sends up by our client reference (`find_sends`)?
+    can_find_sends = False
+
+    def find_sends(self, recipients: list[Recipient]) -> list[SendResult]:
+        """Say what became of a batch that may have reached the provider: a result for each
+        recipient it can answer for (accepted with its id, or refused); leave out the rest."""
+        raise NotImplementedError(f"{self.name} cannot look sends up")
+
     def close(self) -> None:
         """Release connections held by the provider."""
 

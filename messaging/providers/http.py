@@ -28,7 +28,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from messaging.errors import ProviderError, ReceiptRejected
+from messaging.errors import ProviderError, ProviderUnavailable, ReceiptRejected
 from messaging.providers.base import Provider, Receipt, Recipient, SendResult, StatusUpdate
 
 log = logging.getLogger(__name__)
@@ -165,9 +165,10 @@ class HttpProvider(Provider):
                 if sent and not resend_safe:
                     raise OutcomeUnknown(type(err).__name__) from None
                 if attempt == attempts:
-                    raise ProviderError(
-                        "", f"{self.name} unreachable ({type(err).__name__})"
-                    ) from None
+                    # Never reached it: safe to send again later. (Reached it, though the
+                    # provider de-duplicates within this call: not once the call is over.)
+                    error = ProviderError if sent else ProviderUnavailable
+                    raise error("", f"{self.name} unreachable ({type(err).__name__})") from None
                 self.sleep(self._backoff(attempt))
                 continue
             elapsed = time.perf_counter() - began
@@ -203,10 +204,14 @@ class HttpProvider(Provider):
         base = min(0.5 * 2 ** (attempt - 1), MAX_BACKOFF)
         return base + random.uniform(0, base)
 
-    @staticmethod
-    def unavailable(response) -> ProviderError:
-        """The error for a provider that stayed busy or broken through every retry."""
-        return ProviderError(str(response.status_code), "Provider unavailable")
+    def unavailable(self, response) -> ProviderError:
+        """The error for a provider that stayed busy or broken through every retry: one that
+        refused the request unprocessed (429, 503, refused_for_now) may be sent it later."""
+        code = str(response.status_code)
+        if response.status_code in REFUSED_STATUSES or self.refused_for_now(response):
+            wait = retry_after_seconds(response.headers.get("Retry-After"))
+            return ProviderUnavailable(code, "Provider unavailable", retry_after=wait)
+        return ProviderError(code, "Provider unavailable")
 
     # --- one recipient per request ---
 

@@ -8,7 +8,8 @@ Sending (per recipient, by the last digit of the number):
 Sending (whole request, by `smsProvider.token`):
   - "nocredit": every batch fails with error 301 "Out of credit";
   - "badauth": every batch fails with error 001 "Authentication failed";
-  - "down": every batch fails with error 503 "Provider unavailable".
+  - "down": every batch is refused for now, error 503 "Provider unavailable" (retried
+    until smsProvider.retryWindow is over, then failed with it).
 Status query (by the last digit of the number in the provider id):
   - 0 to 5: delivered (code 004);
   - 6 or 7: failed (code 005 "Delivery failed");
@@ -28,7 +29,7 @@ import json
 import threading
 from collections import deque
 
-from messaging.errors import InvalidInput, ProviderError, ReceiptRejected
+from messaging.errors import InvalidInput, ProviderError, ProviderUnavailable, ReceiptRejected
 from messaging.providers.base import (
     DELIVERED,
     FAILED,
@@ -83,7 +84,8 @@ class MockProvider(Provider):
             self.batches.append(len(recipients))
         failure = TOKEN_FAILURES.get(self.settings.token)
         if failure:
-            raise ProviderError(*failure)
+            error = ProviderUnavailable if failure[0] == "503" else ProviderError
+            raise error(*failure)
         segments = count_segments(text)
         results = []
         for recipient in recipients:

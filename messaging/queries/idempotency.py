@@ -23,18 +23,20 @@ def claim_idempotency_key(cur, identity, key, fingerprint, sendlog_id):
     return cur.fetchone() is not None
 
 
-def store_idempotent_response(cur, identity, key, response_json):
+def store_idempotent_response(cur, identity, key, status_code, response_json):
     cur.execute(
-        "UPDATE idempotency_keys SET response = %s WHERE identity = %s AND key = %s",
-        (response_json, identity, key),
+        "UPDATE idempotency_keys SET statuscode = %s, response = %s "
+        "WHERE identity = %s AND key = %s",
+        (status_code, response_json, identity, key),
     )
 
 
 def idempotent_response(cur, identity, key):
-    """Return (fingerprint, response or None, sendlog id or None) of a live key, or None."""
+    """Return (fingerprint, HTTP status or None, response or None, sendlog id or None) of a
+    live key, or None."""
     cur.execute(
         f"""
-        SELECT fingerprint, response, sendlogid FROM idempotency_keys
+        SELECT fingerprint, statuscode, response, sendlogid FROM idempotency_keys
         WHERE identity = %s AND key = %s AND created >= {NOW_UTC} - interval '24 hours'
         """,
         (identity, key),

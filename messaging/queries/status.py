@@ -6,8 +6,8 @@ from messaging.queries import NOW_UTC, array_literal
 def latest_message(cur, msisdn):
     """Return (id, status, providerid) of the newest message to a number, or None.
 
-    A recipient of a send in progress whose batch the provider has not answered yet has
-    no sms row: it is `queued`. Only sends in progress are pending, so that side is small.
+    A recipient whose batch the provider has not answered yet has no sms row: it is
+    `queued`. Only batches still to be sent are in dispatch_batches, so that side is small.
     """
     cur.execute(
         """
@@ -18,12 +18,11 @@ def latest_message(cur, msisdn):
              LIMIT 1)
             UNION ALL
             SELECT found.id, 'queued', NULL, found.senttime
-            FROM (SELECT pending.ids[array_position(pending.msisdns, %(msisdn)s::varchar)]
+            FROM (SELECT batch.ids[array_position(batch.msisdns, %(msisdn)s::varchar)]
                          AS id, sendlog.senttime
-                  FROM pending_recipients AS pending
-                  JOIN sendlog ON sendlog.id = pending.sendlogid) AS found
+                  FROM dispatch_batches AS batch
+                  JOIN sendlog ON sendlog.id = batch.sendlogid) AS found
             WHERE found.id IS NOT NULL
-              AND NOT EXISTS (SELECT 1 FROM sms WHERE sms.id = found.id)
         ) AS messages
         ORDER BY senttime DESC, id DESC
         LIMIT 1

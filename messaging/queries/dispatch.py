@@ -1,0 +1,387 @@
+"""Dispatch: a send's batches as work in PostgreSQL, claimed under a lease, and the shared
+provider rate.
+
+A send is recorded with its recipients split into `dispatch_batches` rows (migration
+0013). A claimer takes one row with FOR UPDATE SKIP LOCKED, so any number of dispatchers
+on any number of hosts share the work without meeting; the row is deleted in the
+transaction that writes its recipients' sms rows, so each recipient is written once.
+Writers of one send take its sendlog row lock first, so counters and the send's close
+are serialised per send.
+"""
+
+from messaging.queries import NOW_UTC, array_literal
+
+DISPATCH_CHANNEL = "messaging_dispatch"
+
+
+def allocate_ids(cur, count):
+    """Take `count` sms ids, in order (our client references at the provider)."""
+    cur.execute(
+        "SELECT COALESCE(array_agg(nextval('sms_id_seq')), '{}') FROM generate_series(1, %s)",
+        (count,),
+    )
+    return cur.fetchone()[0]
+
+
+def record_send(
+    cur, *, originator, message, sender, msisdns, ids, segments, batch_size, bulk, send_at
+):
+    """Record a send and its recipients as batches of `batch_size`, due at `send_at` (naive
+    UTC; None: now), and wake the dispatchers when it commits. Returns (id, senttime)."""
+    batches_of_msisdns = [
+        array_literal(msisdns[start : start + batch_size])
+        for start in range(0, len(msisdns), batch_size)
+    ]
+    batches_of_ids = [
+        array_literal(ids[start : start + batch_size]) for start in range(0, len(ids), batch_size)
+    ]
+    cur.execute(
+        f"""
+        WITH send AS (
+            INSERT INTO sendlog (senttime, originator, type, quantity, delivered, failed,
+                                 sent, accepted, message, status, description, sender, sendat)
+            VALUES ({NOW_UTC}, %(originator)s, 'sms', %(count)s, 0, 0, 0, 0, %(message)s,
+                    'sending', '', %(sender)s, %(send_at)s)
+            RETURNING id, senttime
+        ), batches AS (
+            INSERT INTO dispatch_batches (sendlogid, seq, bulk, segments, msisdns, ids, due)
+            SELECT send.id, b.seq, %(bulk)s, %(segments)s, b.msisdns::varchar[], b.ids::bigint[],
+                   COALESCE(%(send_at)s::timestamp AT TIME ZONE 'utc', now())
+            FROM send,
+                 unnest(%(batch_msisdns)s::text[], %(batch_ids)s::text[])
+                     WITH ORDINALITY AS b(msisdns, ids, seq)
+        )
+        SELECT send.id, send.senttime, pg_notify(%(channel)s, send.id::text) FROM send
+        """,
+        {
+            "originator": originator,
+            "count": len(msisdns),
+            "message": message,
+            "sender": sender,
+            "send_at": send_at,
+            "bulk": bulk,
+            "segments": segments,
+            "batch_msisdns": array_literal(batches_of_msisdns),
+            "batch_ids": array_literal(batches_of_ids),
+            "channel": DISPATCH_CHANNEL,
+        },
+    )
+    sendlog_id, senttime, _ = cur.fetchone()
+    return sendlog_id, senttime
+
+
+# What a claim hands back: the batch and what its send's messages repeat.
+_CLAIMED = """
+    b.id, b.sendlogid, b.seq, b.segments, b.msisdns, b.ids, b.attempts,
+    b.firstattempt, b.lasterror, sendlog.message, sendlog.sender, sendlog.senttime
+"""
+
+
+def claim_ready(cur, worker, lease_seconds, sendlog_id=None):
+    """Claim the next batch due: small sends first, then bulk sends batch by batch in turn
+    (every send's batch n before any send's n + 1). Returns its row, or None."""
+    only_send = "AND sendlogid = %(send)s" if sendlog_id is not None else ""
+    cur.execute(
+        f"""
+        UPDATE dispatch_batches AS b
+        SET state = 'sending', claimedat = now(),
+            leaseduntil = now() + make_interval(secs => %(lease)s),
+            leasedby = %(worker)s, attempts = b.attempts + 1,
+            firstattempt = COALESCE(b.firstattempt, now())
+        FROM (SELECT id FROM dispatch_batches
+              WHERE state = 'ready' AND due <= now() {only_send}
+              ORDER BY bulk, seq, id
+              LIMIT 1
+              FOR UPDATE SKIP LOCKED) AS pick,
+             sendlog
+        WHERE b.id = pick.id AND sendlog.id = b.sendlogid
+        RETURNING {_CLAIMED}
+        """,
+        {"lease": lease_seconds, "worker": worker, "send": sendlog_id},
+    )
+    return cur.fetchone()
+
+
+def claim_abandoned(cur, worker, lease_seconds, sendlog_id=None, claimed_before_seconds=None):
+    """Take over a batch whose dispatcher's lease has run out (or, given
+    `claimed_before_seconds`, that was claimed longer ago than that): it may have reached the
+    provider. Returns its row, or None."""
+    only_send = "AND sendlogid = %(send)s" if sendlog_id is not None else ""
+    cur.execute(
+        f"""
+        UPDATE dispatch_batches AS b
+        SET claimedat = now(), leaseduntil = now() + make_interval(secs => %(lease)s),
+            leasedby = %(worker)s
+        FROM (SELECT id FROM dispatch_batches
+              WHERE state = 'sending' {only_send}
+                AND (leaseduntil < now()
+                     OR claimedat < now() - make_interval(secs => %(claimed_before)s))
+              ORDER BY leaseduntil
+              LIMIT 1
+              FOR UPDATE SKIP LOCKED) AS pick,
+             sendlog
+        WHERE b.id = pick.id AND sendlog.id = b.sendlogid
+        RETURNING {_CLAIMED}
+        """,
+        {
+            "lease": lease_seconds,
+            "worker": worker,
+            "send": sendlog_id,
+            "claimed_before": claimed_before_seconds,
+        },
+    )
+    return cur.fetchone()
+
+
+def lock_send(cur, sendlog_id):
+    """Take the send's row lock: its writers and its close take turns."""
+    cur.execute("SELECT 1 FROM sendlog WHERE id = %s FOR UPDATE", (sendlog_id,))
+
+
+def record_batch(cur, batch_id, worker, sendlog_id, senttime, message, outcomes):
+    """Write a claimed batch's sms rows with the provider's answers and drop the batch, in
+    one statement; return how many were accepted, or None if the batch is no longer this
+    worker's (its lease ran out and another took it over: nothing is written).
+
+    `outcomes` holds (sms id, msisdn, provider id or None, segments, code, reason) per
+    recipient: with a provider id it was accepted (`sent`), without one it failed.
+    """
+    ids, msisdns, provider_ids, segments, codes, reasons = (
+        array_literal(column) for column in zip(*outcomes, strict=True)
+    )
+    cur.execute(
+        f"""
+        WITH mine AS (
+            DELETE FROM dispatch_batches
+            WHERE id = %(batch)s AND leasedby = %(worker)s AND state = 'sending'
+            RETURNING id
+        ), written AS (
+            INSERT INTO sms AS s (id, msisdn, senttime, segments, sendlogid, status, message,
+                                  providerid, errorcode, reason, statustimestamp)
+            SELECT v.id, v.msisdn, %(senttime)s, v.segments, %(sendlog)s,
+                   CASE WHEN v.provider_id IS NULL THEN 'failed' ELSE 'sent' END,
+                   %(message)s, v.provider_id, v.code, v.reason,
+                   CASE WHEN v.provider_id IS NULL THEN {NOW_UTC} END
+            FROM mine,
+                 unnest(%(ids)s::bigint[], %(msisdns)s::varchar[], %(provider_ids)s::varchar[],
+                        %(segments)s::smallint[], %(codes)s::varchar[], %(reasons)s::varchar[])
+                 AS v(id, msisdn, provider_id, segments, code, reason)
+            ON CONFLICT (id) DO NOTHING
+            RETURNING s.status
+        ), counts AS (
+            SELECT count(*) FILTER (WHERE status = 'sent') AS sent,
+                   count(*) FILTER (WHERE status = 'failed') AS failed
+            FROM written
+        )
+        UPDATE sendlog
+        SET sent = COALESCE(sendlog.sent, 0) + counts.sent,
+            failed = COALESCE(sendlog.failed, 0) + counts.failed,
+            accepted = COALESCE(sendlog.accepted, 0) + counts.sent
+        FROM counts
+        WHERE sendlog.id = %(sendlog)s
+        RETURNING counts.sent, (SELECT count(*) FROM mine)
+        """,
+        {
+            "batch": batch_id,
+            "worker": worker,
+            "senttime": senttime,
+            "sendlog": sendlog_id,
+            "message": message,
+            "ids": ids,
+            "msisdns": msisdns,
+            "provider_ids": provider_ids,
+            "segments": segments,
+            "codes": codes,
+            "reasons": reasons,
+        },
+    )
+    accepted, mine = cur.fetchone()
+    return accepted if mine else None
+
+
+def requeue_batch(cur, batch_id, worker, delay_seconds, error):
+    """Give back a batch the provider refused unprocessed, due again after `delay_seconds`,
+    with the refusal as its recipients' reason meanwhile. False if it is no longer ours."""
+    cur.execute(
+        """
+        UPDATE dispatch_batches
+        SET state = 'ready', leaseduntil = NULL, leasedby = NULL, lasterror = %s,
+            due = now() + make_interval(secs => %s)
+        WHERE id = %s AND leasedby = %s AND state = 'sending'
+        RETURNING 1
+        """,
+        (error, delay_seconds, batch_id, worker),
+    )
+    return cur.fetchone() is not None
+
+
+def extend_lease(cur, batch_id, worker, lease_seconds):
+    """Keep a claimed batch (a takeover lookup that failed is asked again later)."""
+    cur.execute(
+        """
+        UPDATE dispatch_batches SET leaseduntil = now() + make_interval(secs => %s)
+        WHERE id = %s AND leasedby = %s AND state = 'sending'
+        """,
+        (lease_seconds, batch_id, worker),
+    )
+
+
+def fail_ready_batches(cur, sendlog_id, code, reason):
+    """Write every batch of a send not yet handed over as `failed` with this code and reason
+    (sending disabled, a whole-request refusal, a cancel); return how many recipients."""
+    cur.execute(
+        f"""
+        WITH doomed AS (
+            DELETE FROM dispatch_batches WHERE sendlogid = %(send)s AND state = 'ready'
+            RETURNING segments, msisdns, ids
+        ), written AS (
+            INSERT INTO sms (id, msisdn, senttime, segments, sendlogid, status, message,
+                             errorcode, reason, statustimestamp)
+            SELECT r.id, r.msisdn, sendlog.senttime, doomed.segments, sendlog.id, 'failed',
+                   sendlog.message, %(code)s, %(reason)s, {NOW_UTC}
+            FROM doomed, sendlog, unnest(doomed.ids, doomed.msisdns) AS r(id, msisdn)
+            WHERE sendlog.id = %(send)s
+            ON CONFLICT (id) DO NOTHING
+            RETURNING 1
+        )
+        UPDATE sendlog SET failed = COALESCE(failed, 0) + (SELECT count(*) FROM written)
+        WHERE id = %(send)s
+        RETURNING (SELECT count(*) FROM written)
+        """,
+        {"send": sendlog_id, "code": code, "reason": reason},
+    )
+    row = cur.fetchone()
+    return row[0] if row else 0
+
+
+def note_failure(cur, sendlog_id, description):
+    """Keep the first whole-request refusal as what the send's description will say."""
+    cur.execute(
+        "UPDATE sendlog SET failure = COALESCE(failure, %s) WHERE id = %s",
+        (description, sendlog_id),
+    )
+
+
+def mark_cancelled(cur, sendlog_id):
+    """Flag a send as cancelled, unless it is finished; return whether it was flagged now
+    (False: unknown, finished, or cancelled already)."""
+    cur.execute(
+        f"""
+        UPDATE sendlog SET cancelledat = {NOW_UTC}
+        WHERE id = %s AND status = 'sending' AND cancelledat IS NULL
+        RETURNING 1
+        """,
+        (sendlog_id,),
+    )
+    return cur.fetchone() is not None
+
+
+def finish_if_done(cur, sendlog_id):
+    """Close a send once none of its batches is left; say what became of it. Returns the
+    (status, description) it was closed with, or None while work remains (or already closed).
+    Call with the send's row lock held (lock_send), so two last batches cannot both miss it."""
+    cur.execute(
+        """
+        UPDATE sendlog
+        SET status = CASE WHEN cancelledat IS NOT NULL THEN 'cancelled'
+                          WHEN failure IS NULL AND COALESCE(accepted, 0) > 0 THEN 'success'
+                          ELSE 'failed' END,
+            description = CASE
+                WHEN cancelledat IS NOT NULL THEN
+                    'Cancelled: ' || (quantity - COALESCE(accepted, 0))
+                    || ' of ' || quantity || ' recipients not sent'
+                WHEN failure IS NOT NULL THEN failure
+                WHEN quantity = 0 THEN 'No valid numbers to send to'
+                WHEN COALESCE(accepted, 0) < quantity THEN
+                    (quantity - COALESCE(accepted, 0)) || ' of ' || quantity
+                    || ' recipients rejected by the provider'
+                ELSE '' END
+        WHERE id = %(send)s AND status = 'sending'
+          AND NOT EXISTS (SELECT 1 FROM dispatch_batches WHERE sendlogid = %(send)s)
+        RETURNING status, description
+        """,
+        {"send": sendlog_id},
+    )
+    return cur.fetchone()
+
+
+def send_progress(cur, sendlog_id):
+    """Return a send's progress as a dict: status, description, quantity, accepted, queued
+    (recipients not yet written), due_now (ready batches due), failure, last_error (the
+    last refusal for now). None if there is no such send."""
+    cur.execute(
+        """
+        SELECT sendlog.status, sendlog.description, sendlog.quantity,
+               COALESCE(sendlog.accepted, 0) AS accepted,
+               COALESCE(sum(cardinality(b.ids)), 0) AS queued,
+               count(b.id) FILTER (WHERE b.state = 'ready' AND b.due <= now()) AS due_now,
+               sendlog.failure,
+               (array_agg(b.lasterror ORDER BY b.id)
+                    FILTER (WHERE b.lasterror IS NOT NULL))[1] AS last_error
+        FROM sendlog LEFT JOIN dispatch_batches AS b ON b.sendlogid = sendlog.id
+        WHERE sendlog.id = %s
+        GROUP BY sendlog.id
+        """,
+        (sendlog_id,),
+    )
+    row = cur.fetchone()
+    if row is None:
+        return None
+    return dict(zip([column.name for column in cur.description], row, strict=True))
+
+
+def has_work(cur):
+    """Is any batch waiting, due or not, or being sent?"""
+    cur.execute("SELECT EXISTS (SELECT 1 FROM dispatch_batches)")
+    return cur.fetchone()[0]
+
+
+def next_due_seconds(cur):
+    """Seconds until the next batch not yet due becomes due (None: none is waiting)."""
+    cur.execute(
+        "SELECT EXTRACT(EPOCH FROM min(due) - now()) FROM dispatch_batches WHERE state = 'ready'"
+    )
+    value = cur.fetchone()[0]
+    return None if value is None else max(0.0, float(value))
+
+
+# --- the shared request rate and the dispatchers' heartbeat ---
+
+
+def take_rate_slot(cur, provider, interval_seconds):
+    """Take the next request slot of a provider's rate; return seconds to wait for it."""
+    cur.execute(
+        """
+        INSERT INTO provider_rate AS r (provider, nextat)
+        VALUES (%(provider)s, clock_timestamp() + make_interval(secs => %(interval)s))
+        ON CONFLICT (provider) DO UPDATE
+        SET nextat = GREATEST(r.nextat, clock_timestamp()) + make_interval(secs => %(interval)s)
+        RETURNING EXTRACT(EPOCH FROM r.nextat - clock_timestamp()) - %(interval)s
+        """,
+        {"provider": provider, "interval": interval_seconds},
+    )
+    return max(0.0, float(cur.fetchone()[0]))
+
+
+def heartbeat(cur, name):
+    """Say a dispatcher is alive."""
+    cur.execute(
+        """
+        INSERT INTO dispatchers (name, started, seen) VALUES (%s, now(), now())
+        ON CONFLICT (name) DO UPDATE SET seen = now()
+        """,
+        (name,),
+    )
+
+
+def forget_dispatcher(cur, name):
+    cur.execute("DELETE FROM dispatchers WHERE name = %s", (name,))
+
+
+def live_dispatchers(cur, seen_within_seconds):
+    """Return the names of dispatchers seen within that many seconds."""
+    cur.execute(
+        "SELECT name FROM dispatchers WHERE seen > now() - make_interval(secs => %s) ORDER BY 1",
+        (seen_within_seconds,),
+    )
+    return [name for (name,) in cur.fetchall()]
