@@ -20,7 +20,7 @@ Every change is the send path's own guarded update (only rows still `queued` cha
 the sendlog counters move in the same statement), so two reconcile runs at once, or a
 late answer of the dead send, never count a recipient twice.
 
-The provider hook, optional: `find_sends(recipients: list[Recipient]) -> list[SendResult]`
+The provider capability, optional (`can_find_sends`): `find_sends(recipients) -> list[SendResult]`
 returns a result for each recipient the provider can answer for (accepted with its
 provider id, or not accepted with a reason) and leaves out those it cannot; they are
 marked "provider outcome unknown". If the lookup fails, those recipients stay `queued`
@@ -31,8 +31,7 @@ import logging
 from dataclasses import dataclass
 
 from messaging.errors import MessagingError
-from messaging.providers.base import Recipient
-from messaging.providers.http import OUTCOME_UNKNOWN
+from messaging.providers.base import OUTCOME_UNKNOWN, Recipient
 from messaging.queries.reconcile import (
     finish_interrupted_send,
     interrupted_sends,
@@ -125,11 +124,10 @@ def _settle(services: Services, sendlog_id: int, dispatched_through: int, summar
 def _settle_maybe_dispatched(services, sendlog_id, recipients, summary) -> None:
     """Ask the provider about a batch that may have reached it, if it can say; store the answer."""
     provider = services.provider
-    find_sends = getattr(provider, "find_sends", None)
     answers = {}
-    if find_sends is not None:
+    if provider.can_find_sends:
         try:
-            answers = {result.reference: result for result in find_sends(recipients)}
+            answers = {result.reference: result for result in provider.find_sends(recipients)}
         except Exception as err:  # ask again next run rather than guess
             reason = err.message if isinstance(err, MessagingError) else type(err).__name__
             log.warning(

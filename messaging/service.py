@@ -225,8 +225,7 @@ def _dispatch(
             continue
         began = time.perf_counter()
         try:
-            with metrics.provider_call(provider.name, "send"):
-                results = provider.send_batch(batch, send.message, sender)
+            results = provider.send_batch(batch, send.message, sender)
         except ProviderError as err:
             log.warning(
                 "send %s: provider %s refused a batch of %d: %s",
@@ -334,8 +333,7 @@ def message_status(services: Services, msisdn: str) -> str | None:
     if status != "sent" or not provider_id or not provider.can_query_status:
         return status
     try:
-        with metrics.provider_call(provider.name, "status"):
-            updates = provider.query_status([provider_id])
+        updates = provider.query_status([provider_id])
     except Exception as err:  # the stored answer is still true, only not fresh
         log.warning("status query for %s failed: %s", provider_id, err)
         return status

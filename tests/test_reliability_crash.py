@@ -223,11 +223,12 @@ class CrashingProvider(MockProvider):
 
 
 class LookupProvider(CrashingProvider):
-    """Can look a send up by our client reference (the reconcile hook `find_sends`)."""
+    """Can look a send up by our client reference (the capability `can_find_sends`)."""
 
+    can_find_sends = True
     lookup_fails = False
 
-    def find_sends(self, recipients):
+    def try_find_sends(self, recipients):
         if self.lookup_fails:
             raise ConnectionError("provider down")
         results = []
