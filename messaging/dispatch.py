@@ -40,8 +40,7 @@ import psycopg2.extensions
 from messaging import metrics
 from messaging.db import CONNECT_OPTIONS, Database
 from messaging.errors import MessagingError, ProviderError, ProviderUnavailable
-from messaging.providers.base import Recipient
-from messaging.providers.http import OUTCOME_UNKNOWN
+from messaging.providers.base import OUTCOME_UNKNOWN, Recipient
 from messaging.queries.dispatch import (
     DISPATCH_CHANNEL,
     claim_abandoned,
@@ -57,6 +56,7 @@ from messaging.queries.dispatch import (
     note_failure,
     record_batch,
     requeue_batch,
+    requeue_recipients,
     send_progress,
     take_rate_slot,
 )
@@ -213,8 +213,7 @@ class Worker:
         recipients = batch.recipients
         began = time.perf_counter()
         try:
-            with metrics.provider_call(self.provider.name, "send"):
-                results = self.provider.send_batch(recipients, batch.message, batch.sender)
+            results = self.provider.send_batch(recipients, batch.message, batch.sender)
         except ProviderUnavailable as err:
             self.refused_for_now(batch, err)
             return
@@ -241,12 +240,23 @@ class Worker:
             self.provider.name,
             time.perf_counter() - began,
         )
+        retry = [r for r in results if r.retry_later]
+        if retry and self.retry_window_left(batch):
+            # Some were refused for now after others went: those go again later.
+            later = {r.reference for r in retry}
+            settled = [r for r in results if r.reference not in later]
+            delay = self.backoff(batch)
+            error = f"Error {retry[0].error_code}: {retry[0].reason}"
+            self.record(batch, self.outcomes(batch, settled, skip=later), (later, delay, error))
+            return
         self.record(batch, self.outcomes(batch, results))
 
-    def outcomes(self, batch: Batch, results) -> list[tuple]:
+    def outcomes(self, batch: Batch, results, skip=frozenset()) -> list[tuple]:
         by_reference = {result.reference: result for result in results}
         outcomes = []
         for recipient in batch.recipients:
+            if recipient.reference in skip:
+                continue
             result = by_reference.get(recipient.reference)
             if result is None:
                 outcome = (None, batch.segments, *NO_ANSWER)
@@ -258,23 +268,30 @@ class Worker:
             outcomes.append((int(recipient.reference), recipient.msisdn, *outcome))
         return outcomes
 
+    def retry_window_left(self, batch: Batch) -> bool:
+        return time.time() - batch.first_attempt.timestamp() < self.settings.retry_window
+
+    @staticmethod
+    def backoff(batch: Batch, retry_after: float | None = None) -> float:
+        """Seconds before a refused batch goes again: doubling from a second (at most a
+        minute), or the provider's Retry-After when longer, with jitter to spread retries."""
+        delay = min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** (batch.attempts - 1))
+        return max(delay, retry_after or 0.0) * random.uniform(1.0, 1.25)
+
     def refused_for_now(self, batch: Batch, err: ProviderUnavailable) -> None:
         """Give the batch back for later, or fail it once the retry window is over."""
-        tried_for = time.time() - batch.first_attempt.timestamp()
-        if tried_for >= self.settings.retry_window:
+        if not self.retry_window_left(batch):
+            tried_for = time.time() - batch.first_attempt.timestamp()
             log.warning(
-                "send %s: %s still unavailable after %.0fs; batch %d fails: %s",
+                "send %s: %s still unavailable after %.0fs; the send fails: %s",
                 batch.send_id,
                 self.provider.name,
                 tried_for,
-                batch.seq,
                 err.message,
             )
-            self.record(batch, self.failed(batch, err.code, err.description))
+            self.refused(batch, err)
             return
-        backoff = min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** (batch.attempts - 1))
-        delay = err.retry_after if err.retry_after is not None else backoff
-        delay *= random.uniform(1.0, 1.25)
+        delay = self.backoff(batch, err.retry_after)
         log.warning(
             "send %s: %s unavailable (%s); batch %d again in %.1fs",
             batch.send_id,
@@ -316,9 +333,25 @@ class Worker:
 
     # --- 3. record ---
 
-    def record(self, batch: Batch, outcomes: list[tuple]) -> None:
+    def record(self, batch: Batch, outcomes: list[tuple], retry=None) -> None:
+        """Write the batch's answers and drop it; `retry` = (references, delay, error) puts
+        those recipients back as a batch of their own, due after the delay."""
+
         def store(cur):
             lock_send(cur, batch.send_id)
+            if retry is not None:
+                references, delay, error = retry
+                again = [(m, i) for m, i in zip(batch.msisdns, batch.ids, strict=True)]
+                again = [(m, i) for m, i in again if str(i) in references]
+                requeue_recipients(
+                    cur,
+                    batch.id,
+                    self.name,
+                    [m for m, _ in again],
+                    [i for _, i in again],
+                    delay,
+                    error,
+                )
             accepted = record_batch(
                 cur,
                 batch.id,
@@ -361,8 +394,7 @@ class Worker:
         answers = {}
         if self.provider.can_find_sends:
             try:
-                with metrics.provider_call(self.provider.name, "find"):
-                    found = self.provider.find_sends(batch.recipients)
+                found = self.provider.find_sends(batch.recipients)
                 answers = {result.reference: result for result in found}
             except Exception as err:  # ask again later rather than guess
                 reason = err.message if isinstance(err, MessagingError) else type(err).__name__

@@ -52,17 +52,17 @@ class ProviderError(MessagingError):
 
     status_code = 502
 
-    def __init__(self, code: str, description: str, *, retryable: bool = False):
+    def __init__(self, code: str, description: str):
         super().__init__(f"Error {code}: {description}" if code else description)
         self.code = code
         self.description = description
-        self.retryable = retryable
 
 
 class ProviderUnavailable(ProviderError):
-    """The provider is down or refused the request unprocessed, for now (connection
-    refused, 429, 503): safe to send again later, after `retry_after` seconds if it said."""
+    """The provider stayed unreachable, or refused the request for now, through every
+    retry: it did not process the request, so it may be sent again later."""
 
     def __init__(self, code: str, description: str, *, retry_after: float | None = None):
         super().__init__(code, description)
+        # Seconds the provider asked us to wait (its Retry-After), when it said.
         self.retry_after = retry_after

@@ -1,4 +1,7 @@
-"""Prometheus metrics: HTTP requests, messages, provider calls and poll-status runs.
+"""Prometheus metrics: HTTP requests, messages and poll-status runs, and their exposition.
+
+Provider calls are timed and counted where they are made, by the provider base class
+(messaging/providers/base.py, which imports no Flask); `/metrics` shows them too.
 
 Under gunicorn every worker is its own process, so the counters live in files under
 `PROMETHEUS_MULTIPROC_DIR` (prometheus-client's multiprocess mode; deploy/gunicorn.conf.py
@@ -12,7 +15,6 @@ runs without PROMETHEUS_MULTIPROC_DIR and adds its figures to one small JSON fil
 `/metrics` reads it from there.
 """
 
-import contextlib
 import fcntl
 import json
 import logging
@@ -34,8 +36,6 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-from messaging.errors import ProviderError
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +59,6 @@ MESSAGES = Counter(
     "Messages by the status they reached (sent, delivered, failed) and provider.",
     ["provider", "status"],
 )
-PROVIDER_LATENCY = Histogram(
-    "messaging_provider_request_duration_seconds",
-    "Time the provider took to answer one call, by provider and operation.",
-    ["provider", "operation"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
-)
-PROVIDER_ERRORS = Counter(
-    "messaging_provider_errors_total",
-    "Provider calls that failed, by provider, operation and the provider's error code "
-    '("exception" for an unexpected failure).',
-    ["provider", "operation", "code"],
-)
 
 
 def multiprocess_dir() -> Path | None:
@@ -86,22 +74,6 @@ def poll_state_dir() -> Path | None:
 
 
 # --- recording (called by the service and the commands) ---
-
-
-@contextlib.contextmanager
-def provider_call(provider: str, operation: str):
-    """Time one provider call and count it as an error if it raises."""
-    began = time.perf_counter()
-    try:
-        yield
-    except ProviderError as err:
-        PROVIDER_ERRORS.labels(provider, operation, err.code or "unknown").inc()
-        raise
-    except Exception:
-        PROVIDER_ERRORS.labels(provider, operation, "exception").inc()
-        raise
-    finally:
-        PROVIDER_LATENCY.labels(provider, operation).observe(time.perf_counter() - began)
 
 
 def record_messages(provider: str, **counts: int) -> None:

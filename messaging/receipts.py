@@ -60,6 +60,8 @@ def receive(provider_name):
     provider = services.provider
     if provider_name.lower() != provider.name.lower():
         raise NotFound(f"no provider {provider_name!r} is configured here")
+    if not provider.takes_receipts:
+        raise NotFound(f"provider {provider.name} takes no pushed receipts")
     body = request.get_data(cache=True)  # before form parsing, which reads the cache
     receipt = Receipt(
         method=request.method,
@@ -69,10 +71,7 @@ def receive(provider_name):
         json=request.get_json(silent=True) if request.is_json else None,
         body=body,
     )
-    try:
-        updates = provider.parse_receipt(receipt)
-    except NotImplementedError:
-        raise NotFound(f"provider {provider.name} takes no pushed receipts") from None
+    updates = provider.parse_receipt(receipt)
     outcome = record_updates(services.db, updates)
     if outcome.unknown:
         unknown = outcome.unknown

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from messaging import dispatch, metrics
+from messaging import dispatch
 from messaging.config import Config
 from messaging.db import Database
 from messaging.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
@@ -272,8 +272,7 @@ def message_status(services: Services, msisdn: str) -> str | None:
     if status != "sent" or not provider_id or not provider.can_query_status:
         return status
     try:
-        with metrics.provider_call(provider.name, "status"):
-            updates = provider.query_status([provider_id])
+        updates = provider.query_status([provider_id])
     except Exception as err:  # the stored answer is still true, only not fresh
         log.warning("status query for %s failed: %s", provider_id, err)
         return status

@@ -194,7 +194,7 @@ def test_recipients_fail_with_the_last_refusal_once_the_retry_window_is_over(mak
         == [("failed", "503", "Provider unavailable")] * 2
     )
     assert rows(db, "SELECT status, description FROM sendlog") == [
-        ("failed", "2 of 2 recipients rejected by the provider")
+        ("failed", "Error 503: Provider unavailable")
     ]
 
 

@@ -1,45 +1,35 @@
 """Africa's Talking SMS.
 
-Config: `token` = the API key; `options.username` (or `custom1`) = the app username
-(`sandbox` for the sandbox, which also switches the default URL); `url` defaults to
+Config: `token` = the API key; `options.username` (or `custom1`) = the app's username
+(`sandbox` selects the sandbox host); `url` defaults to
 https://api.africastalking.com/version1/messaging; `options.callbackSecret` = the value
 Africa's Talking must send as `secret` in the delivery-report URL.
 
-Wire format: form `POST` to the messaging URL with headers `apiKey` and
-`Accept: application/json`, fields `username`, `to` (comma-separated +E.164),
-`message`, `from`?, `bulkSMSMode=1`; answered 201 with
-`SMSMessageData.Recipients[]` (`statusCode`, `number`, `status`, `messageId`, `cost`);
-bad credentials are a 401 with a plain-text body. No status query: delivery reports are
-pushed as form POSTs with `id`, `status`, `phoneNumber`, `networkCode`, `failureReason`.
-
-Corrections and choices after checking the docs and client libraries:
-- Endpoint, headers, form fields and the sandbox host match Africa's Talking's "Send SMS"
-  page (docs.africastalking.com/sms/sending) and the official SDKs
-  (africastalking-python africastalking/SMS.py and Service.py, africastalking-node.js
-  lib/sms.js); the Python SDK requires the leading `+` on every number.
-- Recipient statusCodes 100/101/102 = accepted and 401-409, 500-502 = refused match the
-  docs' status table as copied by Apprise (apprise/plugins africas_talking,
-  AFRICAS_TALKING_HTTP_ERROR_MAP).
-- A refusal is not always a 201: the SMS notifications docs show Nigeria's
-  do-not-disturb window answered as HTTP 409 whose body still lists each recipient
-  (statusCode 409), so the recipients are read whatever the status; and an invalid
-  sender id comes back as `{"SMSMessageData": {"Message": "InvalidSenderId",
-  "Recipients": []}}` (reported in medic/medic-docs#112 and teamsempo/SempoBlockchain#92),
-  so an empty Recipients list refuses the batch with that Message.
-- Batch size: neither the docs nor the official SDKs state a limit on recipients per
-  request (the 1000 we used was never sourced; Apprise batches 50). Without `enqueue` the
-  API answers only after handing every number to the networks, so a big batch makes a
-  slow request whose timeout leaves all its recipients "provider outcome unknown"; we
-  send at most 100 a request.
-- Delivery report statuses: Sent, Submitted, Buffered (in flight), Success (delivered),
-  Rejected, Failed (final) per the delivery-reports docs; the current notifications docs
-  add AbsentSubscriber and Expired, mapped to failed. `failureReason` comes only with
-  Rejected or Failed; `retryCount` (premium SMS only) is ignored.
-- Sending is not de-duplicated, so a send that may have reached Africa's Talking is
-  never resent ("provider outcome unknown").
-- Insufficient balance is reported per recipient (statusCode 405); when no recipient of
-  a batch was accepted for that reason the batch fails as "Out of credit".
-- Delivery reports carry no signature; the shared `secret` query parameter authenticates them.
+Wire format (Africa's Talking's "Send SMS" and delivery-report pages,
+docs.africastalking.com/sms; the official SDKs africastalking-python SMS.py and
+africastalking-node.js lib/sms.js agree):
+- Every request: headers `apiKey: <key>` and `Accept: application/json`; the sandbox
+  host is https://api.sandbox.africastalking.com/version1/messaging.
+- Send: form `POST` to the messaging URL with `username`, `to` (comma-separated
+  +E.164; the Python SDK insists on the `+`), `message`, `from`?, `bulkSMSMode=1`.
+  Answered 201 `{"SMSMessageData": {"Message", "Recipients": [{"statusCode", "number",
+  "status", "cost", "messageId"}]}}`. Recipient statusCodes 100-102 are accepted,
+  401-409 and 500-502 refused (RECIPIENT_CODES, as copied by Apprise's
+  AFRICAS_TALKING_HTTP_ERROR_MAP); 405 is insufficient balance, so a batch nobody was
+  accepted from for that reason is "Out of credit". A refusal may come with another
+  status whose body still lists each recipient (the SMS notifications docs: HTTP 409
+  for Nigeria's do-not-disturb window), and a refused sender id as `{"SMSMessageData":
+  {"Message": "InvalidSenderId", "Recipients": []}}` (medic/medic-docs#112). Bad
+  credentials are a 401 with a plain-text body.
+- No documented limit on recipients a request; without `enqueue` the answer comes only
+  after every number was handed on, so a batch is kept to 100 to keep each request, and
+  its timeout, short.
+- No status query. Delivery reports are form POSTs of `id`, `status`, `phoneNumber`,
+  `networkCode`, `failureReason` (with Rejected or Failed), `retryCount` (premium only);
+  statuses in REPORT_STATUSES. They carry no signature: the `secret` query parameter
+  we give Africa's Talking in the report URL authenticates them.
+- Sending is not de-duplicated, so a send that may have reached Africa's Talking is not
+  resent.
 """
 
 from messaging.errors import ProviderError
@@ -52,7 +42,7 @@ from messaging.providers.base import (
     SendResult,
     StatusUpdate,
 )
-from messaging.providers.http import HttpProvider, OutcomeUnknown, json_or_none, unknown_outcome
+from messaging.providers.http import HttpProvider, json_or_none
 from messaging.segments import count_segments
 
 SANDBOX_URL = "https://api.sandbox.africastalking.com/version1/messaging"
@@ -93,19 +83,21 @@ class AfricasTalking(HttpProvider):
     name = "AfricasTalking"
     default_url = "https://api.africastalking.com/version1/messaging"
     max_batch_size = 100  # no documented limit; see the module docstring
-    can_query_status = False
-    receipt_auth = "secret"
+    takes_receipts = True
 
     def __init__(self, settings, **kwargs):
         super().__init__(settings, **kwargs)
         if not settings.url and self.username == "sandbox":
             self.base_url = SANDBOX_URL
 
+    def headers(self) -> dict:
+        return {"apiKey": self.settings.token, "Accept": "application/json"}
+
     @property
     def username(self) -> str:
         return self.option("username") or self.settings.custom1
 
-    def send_batch(self, recipients: list[Recipient], text: str, sender: str | None):
+    def try_send_batch(self, recipients: list[Recipient], text: str, sender: str | None):
         form = {
             "username": self.username,
             "to": ",".join(f"+{recipient.msisdn}" for recipient in recipients),
@@ -114,11 +106,7 @@ class AfricasTalking(HttpProvider):
         }
         if sender:
             form["from"] = sender
-        headers = {"apiKey": self.settings.token, "Accept": "application/json"}
-        try:
-            response = self.request("POST", "", data=form, headers=headers)
-        except OutcomeUnknown:
-            return [unknown_outcome(recipient) for recipient in recipients]
+        response = self.request("POST", "", data=form)
         answer = json_or_none(response)
         if response.status_code == 401:
             raise ProviderError("401", "Authentication failed")
@@ -144,8 +132,6 @@ class AfricasTalking(HttpProvider):
 
     def request_error(self, response, data) -> ProviderError:
         """The error for an answer that lists no recipient."""
-        if response.status_code >= 500 or response.status_code == 429:
-            return self.unavailable(response)
         code = "" if response.status_code in (200, 201) else str(response.status_code)
         # e.g. {"Message": "InvalidSenderId", "Recipients": []}
         message = str(data.get("Message") or "") if isinstance(data, dict) else ""

@@ -4,21 +4,22 @@ Config: `options.username` (or `custom1`) = the username or API token id; `token
 password or API token secret; `url` defaults to https://api.bulksms.com/v1;
 `options.callbackSecret` = the value BulkSMS must send as `secret` in the webhook URL.
 
-Wire format: HTTP Basic, `POST /messages` with a JSON list of `{"to", "body", "from"?,
-"encoding", "longMessageMaxParts", "userSuppliedId"}`, answered 201 with a list of
-messages (`id`, `to`, `userSuppliedId`, `status.type`); errors are problem JSON
-`{"type", "title", "status", "detail"}`; status by `GET /messages/{id}`; webhooks POST a
-JSON list of the same message objects.
-
-Corrections after checking the official OpenAPI spec (provider-specs/bulksms_openapi.yaml):
-- De-duplication is the `deduplication-id` query parameter (a 32-bit integer per
-  submission, kept about 12 hours), not `userSuppliedId` (a free 20-character tag). Each
-  batch gets a random one, reused by every resend of that batch, so a send that may have
-  reached BulkSMS is resent safely.
-- `longMessageMaxParts` defaults to 3; it is set to the message's part count so longer
-  messages are not cut.
-- The spec suggests about 4 000 messages per submission so that resends stay practical.
-- Webhooks carry no signature; the shared `secret` query parameter authenticates them.
+Wire format (BulkSMS's OpenAPI 1.0.0, provider-specs/bulksms_openapi.yaml):
+- Every request: HTTP Basic, JSON in and out.
+- Send: `POST /messages?deduplication-id=<32-bit integer>` with a JSON list of
+  `{"to", "body", "from"?, "encoding": "TEXT" | "UNICODE", "longMessageMaxParts",
+  "userSuppliedId"}`; answered 201 with a list of messages (`id`, `to`,
+  `userSuppliedId`, `status: {"id", "type", "subtype"?}`). The spec suggests about
+  4 000 messages a submission. `longMessageMaxParts` defaults to 3, so it is set to the
+  text's part count. A submission with the same `deduplication-id` within about 12
+  hours is not sent again, so each batch gets a random one, kept by every resend of it:
+  a send that may have reached BulkSMS is resent safely.
+- Errors are problem JSON `{"type", "title", "status", "detail"}`: 401 authentication
+  failed, 403 "Insufficient Credits" (or another account limit).
+- Status: `GET /messages/{id}`, the same message object; `status.type` in STATUS_TYPES,
+  the FAILED subtypes in FAILED_SUBTYPES.
+- Webhooks: a POSTed JSON list of the same message objects. They carry no signature:
+  the `secret` query parameter we give BulkSMS in the webhook URL authenticates them.
 """
 
 import random
@@ -33,7 +34,7 @@ from messaging.providers.base import (
     SendResult,
     StatusUpdate,
 )
-from messaging.providers.http import HttpProvider, OutcomeUnknown, json_or_none, unknown_outcome
+from messaging.providers.http import HttpProvider, json_or_none
 from messaging.segments import UCS2, count_segments, encoding
 
 # status.type -> our status.
@@ -66,18 +67,20 @@ class BulkSMS(HttpProvider):
     default_url = "https://api.bulksms.com/v1"
     max_batch_size = 4000
     can_query_status = True
-    receipt_auth = "secret"
-    resend_is_safe = True
+    takes_receipts = True
+    resend_is_safe = True  # by the deduplication-id of each batch
 
     def __init__(self, settings, **kwargs):
         super().__init__(settings, **kwargs)
         self.random = random.SystemRandom()
 
-    @property
     def auth(self) -> tuple[str, str]:
         return (self.option("username") or self.settings.custom1, self.settings.token)
 
-    def send_batch(self, recipients: list[Recipient], text: str, sender: str | None):
+    def headers(self) -> dict:
+        return {"Accept": "application/json"}
+
+    def try_send_batch(self, recipients: list[Recipient], text: str, sender: str | None):
         segments = count_segments(text)
         entries = []
         for recipient in recipients:
@@ -92,18 +95,9 @@ class BulkSMS(HttpProvider):
                 entry["from"] = sender
             entries.append(entry)
         dedup = self.random.randint(1, 2**31 - 1)
-        try:
-            response = self.request(
-                "POST",
-                "/messages",
-                params={"deduplication-id": dedup},
-                json=entries,
-                auth=self.auth,
-                headers={"Accept": "application/json"},
-                resend_safe=True,
-            )
-        except OutcomeUnknown:  # pragma: no cover - resends are safe, so never raised
-            return [unknown_outcome(recipient) for recipient in recipients]
+        response = self.request(
+            "POST", "/messages", params={"deduplication-id": dedup}, json=entries
+        )
         answer = json_or_none(response)
         if response.status_code != 201 or not isinstance(answer, list):
             raise self.request_error(response, answer)
@@ -133,20 +127,13 @@ class BulkSMS(HttpProvider):
             if response.status_code == 403 and detail and "credit" not in detail.lower():
                 description = detail
             return ProviderError(code, description)
-        if response.status_code >= 500 or response.status_code == 429:
-            return self.unavailable(response)
         detail = ""
         if isinstance(answer, dict):
             detail = answer.get("detail") or answer.get("title") or ""
         return ProviderError(str(response.status_code), detail.strip() or "Refused by BulkSMS")
 
     def query_one(self, provider_id: str) -> StatusUpdate:
-        response = self.request(
-            "GET",
-            f"/messages/{provider_id}",
-            auth=self.auth,
-            headers={"Accept": "application/json"},
-        )
+        response = self.request("GET", f"/messages/{provider_id}")
         answer = json_or_none(response)
         if response.status_code == 404:
             return StatusUpdate(provider_id, FAILED, "404", "Unknown message id")

@@ -3,15 +3,23 @@
 Config: `token` = the REST API auth token; `url` defaults to https://api.clickatell.com;
 `options.callbackSecret` = the value Clickatell must send as `secret` in the callback URL.
 
-Wire format: `POST /rest/message` with `Authorization: Bearer <token>`, `X-Version: 1`,
-JSON `{"text", "to": [...], "from"?}`, up to 600 numbers; status by
-`GET /rest/message/{apiMessageId}`; callbacks carry `apiMsgId` and `status`.
-
-Corrections and choices after checking the docs and client libraries:
-- `clientMessageId` is a tracking tag for one whole request, not a de-duplication key,
-  so a send that may have reached Clickatell is never resent ("provider outcome unknown").
-- Callbacks carry no signature; they are accepted only with the shared `secret` query
-  parameter (configure the callback URL as `.../callbacks/clickatell?secret=...`).
+Wire format (Clickatell's legacy REST API reference, as the original service spoke it):
+- Every request: `Authorization: Bearer <token>`, `X-Version: 1`, JSON in and out
+  (`Content-Type` and `Accept: application/json`).
+- Send: `POST /rest/message` `{"text", "to": [digits, ...], "from"?}`, at most 600
+  numbers, answered 202 `{"data": {"message": [{"accepted", "to", "apiMessageId",
+  "error"?}]}}`; a refused number carries `error: {"code", "description"}` (105 invalid
+  destination, 121 destination blocked). A refused request is `{"error": {"code",
+  "description"}}`, usually HTTP 400, codes in ACCOUNT_ERRORS (001 authentication,
+  007 IP lockdown, 301 no credit).
+- Status: `GET /rest/message/{apiMessageId}`, answered `{"data": {"apiMessageId",
+  "messageStatus", "charge", "description"}}`, codes in STATUS_CODES; an id not (yet)
+  known stays in flight.
+- Callbacks: `apiMsgId`, `from`, `to`, `timestamp`, `status`, `charge` (form, query or
+  JSON). They carry no signature: the `secret` query parameter we give Clickatell in
+  the callback URL (`.../callbacks/clickatell?secret=...`) authenticates them.
+- `clientMessageId` tags a whole request and de-duplicates nothing, so a send that may
+  have reached Clickatell is not resent.
 """
 
 from messaging.errors import ProviderError
@@ -24,7 +32,7 @@ from messaging.providers.base import (
     SendResult,
     StatusUpdate,
 )
-from messaging.providers.http import HttpProvider, OutcomeUnknown, json_or_none, unknown_outcome
+from messaging.providers.http import HttpProvider, json_or_none
 from messaging.segments import count_segments
 
 # Message status codes (messageStatus / callback `status`): code -> (our status, meaning).
@@ -53,6 +61,23 @@ ACCOUNT_ERRORS = {
     "301": "Out of credit",  # no credit left on the account
     "302": "Maximum allowed credit",
 }
+
+
+def answer_error(answer, known: dict[str, str]) -> tuple[str, str] | None:
+    """Return the (code, description) of a request-level `error` in an answer of either
+    Clickatell API, naming the codes in `known` our way; None when there is none."""
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if not isinstance(error, dict):
+        return None
+    code = str(error.get("code", ""))
+    return code, known.get(code) or error.get("description") or "Refused"
+
+
+def refusal(response, error: tuple[str, str] | None) -> ProviderError:
+    """Return the error for an answer refusing the whole request (either Clickatell API)."""
+    return ProviderError(
+        *(error or (str(response.status_code), "Unexpected answer from Clickatell"))
+    )
 
 
 def match_replies(recipients: list[Recipient], replies: list, segments: int) -> list[SendResult]:
@@ -85,7 +110,7 @@ class Clickatell(HttpProvider):
     default_url = "https://api.clickatell.com"
     max_batch_size = 600
     can_query_status = True
-    receipt_auth = "secret"
+    takes_receipts = True
 
     def headers(self) -> dict:
         return {
@@ -95,39 +120,29 @@ class Clickatell(HttpProvider):
             "Accept": "application/json",
         }
 
-    def send_batch(self, recipients: list[Recipient], text: str, sender: str | None):
+    def try_send_batch(self, recipients: list[Recipient], text: str, sender: str | None):
         body = {"text": text, "to": [recipient.msisdn for recipient in recipients]}
         if sender:
             body["from"] = sender
-        try:
-            response = self.request("POST", "/rest/message", json=body, headers=self.headers())
-        except OutcomeUnknown:
-            return [unknown_outcome(recipient) for recipient in recipients]
+        response = self.request("POST", "/rest/message", json=body)
         answer = json_or_none(response)
-        error = (answer or {}).get("error") if isinstance(answer, dict) else None
-        if error or response.status_code >= 300:
-            raise self.request_error(response, error)
-        messages = ((answer.get("data") or {}).get("message")) or []
+        error = answer_error(answer, ACCOUNT_ERRORS)
+        if error or response.status_code >= 300 or not isinstance(answer, dict):
+            raise refusal(response, error)
+        messages = (answer.get("data") or {}).get("message") or []
         return match_replies(recipients, messages, count_segments(text))
 
-    def request_error(self, response, error) -> ProviderError:
-        if isinstance(error, dict):
-            code = str(error.get("code", ""))
-            description = ACCOUNT_ERRORS.get(code) or error.get("description") or "Refused"
-            return ProviderError(code, description)
-        if response.status_code >= 500 or response.status_code == 429:
-            return self.unavailable(response)
-        return ProviderError(str(response.status_code), "Unexpected answer from Clickatell")
+    def unavailable_reason(self, response) -> tuple[str, str]:
+        error = answer_error(json_or_none(response), ACCOUNT_ERRORS)
+        return error or super().unavailable_reason(response)
 
     def query_one(self, provider_id: str) -> StatusUpdate:
-        response = self.request("GET", f"/rest/message/{provider_id}", headers=self.headers())
-        answer = json_or_none(response) or {}
-        if response.status_code >= 300 or answer.get("error"):
-            error = answer.get("error")
-            if isinstance(error, dict) and str(error.get("code")) in ACCOUNT_ERRORS:
-                raise self.request_error(response, error)
-            if response.status_code >= 500 or response.status_code == 429:
-                raise self.unavailable(response)
+        response = self.request("GET", f"/rest/message/{provider_id}")
+        answer = json_or_none(response)
+        error = answer_error(answer, ACCOUNT_ERRORS)
+        if error and error[0] in ACCOUNT_ERRORS:
+            raise ProviderError(*error)
+        if error or response.status_code >= 300 or not isinstance(answer, dict):
             # An unknown id (e.g. 404) stays in flight; it may not be visible yet.
             return StatusUpdate(provider_id, SENT, "001", "Message unknown")
         return self.update(provider_id, (answer.get("data") or {}).get("messageStatus"))

@@ -1,48 +1,35 @@
 """Clickatell Platform "One API".
 
-Config: `token` = the API key (sent as `Authorization: <key>`, no "Bearer");
-`url` defaults to https://platform.clickatell.com; `options.callbackSecret` = the value
-Clickatell must send as `secret` in the status callback URL.
+Config: `token` = the API key; `url` defaults to https://platform.clickatell.com;
+`options.callbackSecret` = the value Clickatell must send as `secret` in the status
+callback URL.
 
-Wire format: `POST /v1/message` `{"messages": [{"channel": "sms", "to", "content",
-"from"?, "clientMessageId"}]}`, up to 100 a call, answered 202 (or 207 when mixed, or 400
-when every message was refused) with `messages[]` (`apiMessageId`, `accepted`, `to`,
-`error`) and a request-level `error`; status by `GET /v1/message/{apiMessageId}`,
-answered `{"sms": {"status", "timestamp"}}` (one entry per channel); status callbacks
-are JSON with `messageId`, `clientMessageId`, `status`, `statusCode`, `timestamp`.
-
-Corrections and choices after checking the docs and client libraries:
-- Status response: docs.rs clickatell-api 0.3.0 src/one_api/message_status/response.rs
-  and Clickatell's One API reference (help.clickatell.com "Query status of a message",
-  OmniMessageStatusResponse) agree on one entry per channel, `{"sms": {...},
-  "whatsapp": {...}}`; the reference adds that an unknown message comes back without a
-  channel, so a flat `{"status", "timestamp"}` is accepted too.
-- Status names: Clickatell's One API Message Status Table (docs.clickatell.com) and
-  clickatell-api's Status enum use STOPPED_BY_USER, STOPPED_BY_ADMIN, EMULATED,
-  VOLUME_LIMIT, VOLUME_LIMIT_DAILY and VOLUME_LIMIT_MONTHLY; the names we mapped before
-  (STOPPED, VOLUME_LIMIT_EXCEEDED, VOLUME_LIMIT_PER_MINUTE_EXCEEDED, DELIVERED_TO_GATEWAY)
-  appear in neither and are gone. A name we do not know falls back to its numeric
-  `statusCode` family (1-4 in flight, 5-6 delivered, 20 and up failed), else stays sent.
-- Send: Clickatell's "Send messages" reference says a 400 carries per-message errors
-  with no request-level error (clickatell-api's own tests deserialise such a body), so
-  per-recipient errors are read whatever the status; only a request-level `error`
-  refuses the whole batch. Error codes and their HTTP statuses follow the One API errors
-  table (as copied in zerratar/clickatell-oneapi-csharp ErrorCodes.cs and clickatell-api's
-  GatewayErrorCode): 1/401 bad key, 20/402 no balance, 22/400 too many messages,
-  25/400 invalid recipient, 43/400 rate limit.
-- Batch size: Clickatell's "Send plain text message" page allows 200 a call but
-  clickatell-api refuses more than 100 as "the gateway limit"; 100 satisfies both.
-- Callbacks: Clickatell's status callback page lists flat fields; a public integration
-  (scadsoftware's ClickatellWebhook DTO) receives them wrapped as
-  `{"event": {"messageStatusUpdate": [...]}}`, so both are read.
-- `clientMessageId` (our sms id) is echoed in callbacks but is not documented as a
-  de-duplication key, so a send that may have reached Clickatell is never resent.
-- Callbacks carry no signature; the shared `secret` query parameter authenticates them.
-- Callbacks may repeat and arrive out of order; final statuses never move back (the
-  status update only changes messages still `sent`).
+Wire format (Clickatell's One API reference, docs.clickatell.com; the clickatell-api
+crate, docs.rs 0.3.0, for the types):
+- Every request: `Authorization: <API key>` (no "Bearer"), JSON in and out.
+- Send: `POST /v1/message` `{"messages": [{"channel": "sms", "to", "content", "from"?,
+  "clientMessageId"}]}`, at most 100 messages (the reference allows 200 a call,
+  clickatell-api refuses more than 100 as the gateway limit). Answered 202 (all
+  accepted), 207 (mixed) or 400 (none) with `{"messages": [{"apiMessageId", "accepted",
+  "to", "error"}], "error"}`: per-message errors whatever the status, a request-level
+  `error` only when the whole request was refused. Errors are `{"code", "description"}`
+  (One API errors table, also in zerratar/clickatell-oneapi-csharp ErrorCodes.cs):
+  1/401 bad key, 20/402 no balance, 22/400 too many messages, 25/400 invalid
+  recipient, 43/400 rate limit (refused for now, so retried like a 429).
+- Status: `GET /v1/message/{apiMessageId}`, answered with one entry per channel,
+  `{"sms": {"status", "statusCode"?, "timestamp"}, "whatsapp": {...}}`, or flat
+  `{"status", "timestamp"}` for a message not known (One API reference,
+  OmniMessageStatusResponse). Status names are in STATUSES (One API Message Status
+  Table); a name not listed is mapped by its numeric `statusCode` family.
+- Status callbacks: JSON `messageId`, `clientMessageId`, `to`, `from`, `statusCode`,
+  `status`, `statusDescription`, `timestamp` (ms), flat (Clickatell's status callback
+  page) or wrapped as `{"event": {"messageStatusUpdate": [...]}}` (as scadsoftware's
+  ClickatellWebhook receives them). They may repeat and arrive out of order, and carry
+  no signature: the `secret` query parameter authenticates them.
+- `clientMessageId` (our sms id) is echoed in callbacks but de-duplicates nothing, so a
+  send that may have reached Clickatell is not resent.
 """
 
-from messaging.errors import ProviderError
 from messaging.providers.base import (
     DELIVERED,
     FAILED,
@@ -51,8 +38,8 @@ from messaging.providers.base import (
     Recipient,
     StatusUpdate,
 )
-from messaging.providers.clickatell import match_replies
-from messaging.providers.http import HttpProvider, OutcomeUnknown, json_or_none, unknown_outcome
+from messaging.providers.clickatell import answer_error, match_replies, refusal
+from messaging.providers.http import HttpProvider, json_or_none
 from messaging.segments import count_segments
 
 # Message statuses (One API Message Status Table; the last two only in the One API
@@ -96,7 +83,7 @@ ACCOUNT_ERRORS = {
     "7": "IP address not approved",  # HTTP 401, request from outside the allow list
     "20": "Out of credit",  # HTTP 402, insufficient account balance
     "22": "Too many messages in one request",  # HTTP 400
-    "43": "Rate limit exceeded",  # HTTP 400 in the errors table; retried with backoff
+    "43": "Rate limit exceeded",  # HTTP 400 in the errors table; refused for now
 }
 
 
@@ -135,7 +122,7 @@ class ClickatellOne(HttpProvider):
     default_url = "https://platform.clickatell.com"
     max_batch_size = 100
     can_query_status = True
-    receipt_auth = "secret"
+    takes_receipts = True
 
     def headers(self) -> dict:
         return {
@@ -144,7 +131,7 @@ class ClickatellOne(HttpProvider):
             "Accept": "application/json",
         }
 
-    def send_batch(self, recipients: list[Recipient], text: str, sender: str | None):
+    def try_send_batch(self, recipients: list[Recipient], text: str, sender: str | None):
         messages = []
         for recipient in recipients:
             message = {
@@ -156,40 +143,30 @@ class ClickatellOne(HttpProvider):
             if sender:
                 message["from"] = sender
             messages.append(message)
-        try:
-            response = self.request(
-                "POST", "/v1/message", json={"messages": messages}, headers=self.headers()
-            )
-        except OutcomeUnknown:
-            return [unknown_outcome(recipient) for recipient in recipients]
+        response = self.request("POST", "/v1/message", json={"messages": messages})
         answer = json_or_none(response)
         replies = answer.get("messages") if isinstance(answer, dict) else None
         # Only a request-level error refuses the batch; a 400 may refuse each message instead.
-        if not replies or not isinstance(replies, list) or isinstance(answer.get("error"), dict):
-            raise self.request_error(response, answer)
+        error = answer_error(answer, ACCOUNT_ERRORS)
+        if error or not replies or not isinstance(replies, list):
+            raise refusal(response, error)
         replies = [reply for reply in replies if isinstance(reply, dict)]
         return match_replies(recipients, replies, count_segments(text))
 
     def refused_for_now(self, response) -> bool:
         """Error 43 (rate limit) comes as HTTP 400, not 429: nothing was sent, so retry."""
-        answer = json_or_none(response) if response.status_code == 400 else None
-        error = answer.get("error") if isinstance(answer, dict) else None
-        return isinstance(error, dict) and str(error.get("code", "")) == RATE_LIMITED
+        error = answer_error(json_or_none(response), {}) if response.status_code == 400 else None
+        return error is not None and error[0] == RATE_LIMITED
 
-    def request_error(self, response, answer) -> ProviderError:
-        error = answer.get("error") if isinstance(answer, dict) else None
-        if isinstance(error, dict):
-            code = str(error.get("code", ""))
-            return ProviderError(code, ACCOUNT_ERRORS.get(code) or error.get("description", ""))
-        if response.status_code >= 500 or response.status_code == 429:
-            return self.unavailable(response)
-        return ProviderError(str(response.status_code), "Unexpected answer from Clickatell")
+    def unavailable_reason(self, response) -> tuple[str, str]:
+        error = answer_error(json_or_none(response), ACCOUNT_ERRORS)
+        return error or super().unavailable_reason(response)
 
     def query_one(self, provider_id: str) -> StatusUpdate:
-        response = self.request("GET", f"/v1/message/{provider_id}", headers=self.headers())
+        response = self.request("GET", f"/v1/message/{provider_id}")
         answer = json_or_none(response)
-        if response.status_code in (401, 402) or response.status_code >= 500:
-            raise self.request_error(response, answer)
+        if response.status_code in (401, 402):
+            raise refusal(response, answer_error(answer, ACCOUNT_ERRORS))
         if response.status_code >= 300 or not isinstance(answer, dict):
             return StatusUpdate(provider_id, SENT, "", "Message unknown")
         entry = status_entry(answer)

@@ -1,20 +1,23 @@
 """HttpProvider: the HTTP plumbing every real provider shares.
 
-One keep-alive session per provider, (connect, read) timeouts, a log line per call with
-its timing (never a secret: only method, path and status), retries with exponential
-backoff and jitter, throttling, and bounded parallelism for one-recipient-per-request APIs.
+One keep-alive session per provider, (connect, read) timeouts, a log line per request
+with its timing (never a secret: only method, path and status), retries with
+exponential backoff and jitter, a replaceable throttle, and bounded parallelism for
+one-recipient-per-request APIs. A plugin only builds requests and reads answers:
+`request` hands it no 5xx, no 429 and nothing `refused_for_now` recognises.
 
 Resending rules (a duplicate SMS cannot be taken back, a missed retry can):
 - nothing reached the provider (connection refused, connect timeout): resend;
-- the provider refused before processing (429, 503, or what a plugin's
-  `refused_for_now` recognises): resend after Retry-After;
+- the provider refused before processing (429, 503, or what the plugin's
+  `refused_for_now` recognises): resend after its Retry-After;
 - the request may have been processed (read timeout, connection dropped mid-answer,
-  other 5xx): resend only when `resend_is_safe` says the provider de-duplicates the
-  request; otherwise raise `OutcomeUnknown` and the plugin reports those recipients as
-  not accepted with reason "provider outcome unknown".
+  other 5xx): resend only a GET, or when the plugin declares `resend_is_safe` (the
+  provider de-duplicates it); otherwise raise `OutcomeUnknown`, and those recipients
+  come back not accepted, reason "provider outcome unknown".
+When every attempt failed, `ProviderUnavailable` is raised, or `OutcomeUnknown` if an
+attempt of a send may have been processed.
 """
 
-import email.utils
 import hmac
 import logging
 import random
@@ -22,27 +25,39 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.exceptions import ConnectTimeoutError, InvalidHeader, NewConnectionError
+from urllib3.util import Retry
 
 from messaging.errors import ProviderError, ProviderUnavailable, ReceiptRejected
-from messaging.providers.base import Provider, Receipt, Recipient, SendResult, StatusUpdate
+from messaging.providers.base import (
+    OutcomeUnknown,
+    Provider,
+    Receipt,
+    Recipient,
+    SendResult,
+    StatusUpdate,
+    unknown_outcome,
+)
 
 log = logging.getLogger(__name__)
 
-OUTCOME_UNKNOWN = "provider outcome unknown"
 # Status codes that say "not processed, come back later".
 REFUSED_STATUSES = frozenset({429, 503})
 MAX_BACKOFF = 30.0  # seconds, cap of one backoff sleep
-MAX_RETRY_AFTER = 60.0  # seconds, cap of a provider's Retry-After
+MAX_RETRY_AFTER = 60.0  # seconds, cap of the wait for a provider's Retry-After
 PARALLEL_REQUESTS = 8
+# Used for its Retry-After parser only (seconds or an HTTP date).
+_RETRY_AFTER = Retry()
 
 
-class OutcomeUnknown(Exception):
-    """The request may have reached the provider and resending it is not safe."""
+class Throttle(Protocol):
+    """What `HttpProvider.throttle` must be: `acquire()` waits until a request may start."""
+
+    def acquire(self) -> None: ...
 
 
 class TokenBucket:
@@ -67,20 +82,22 @@ class TokenBucket:
             self._sleep(start - now)
 
 
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Return a Retry-After header (seconds or an HTTP date) as seconds, capped."""
+def retry_after_seconds(value: str | None) -> float | None:
+    """Return a Retry-After header (seconds or an HTTP date) in seconds, None if unreadable."""
     if not value:
         return None
-    value = value.strip()
     try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+        return float(_RETRY_AFTER.parse_retry_after(value))
+    except InvalidHeader:
+        return None
+
+
+class Failure(NamedTuple):
+    """One attempt that failed: the error it ends in, and whether it may have been processed."""
+
+    error: ProviderUnavailable
+    maybe_processed: bool
+    what: str  # e.g. "ReadTimeout" or "HTTP 500", for the log and OutcomeUnknown
 
 
 def _never_sent(err: requests.RequestException) -> bool:
@@ -95,13 +112,11 @@ def _never_sent(err: requests.RequestException) -> bool:
 
 
 class HttpProvider(Provider):
-    """A provider spoken to over HTTP; subclasses build requests and map answers."""
+    """A provider spoken to over HTTP; plugins build requests and map answers."""
 
     default_url = ""
     # Documented requests-per-second limit, used when maxRequestsPerSecond is not set.
     default_max_requests_per_second: float | None = None
-    # Does the provider de-duplicate a resent send (an idempotency key of ours)?
-    resend_is_safe = False
     # Option names the pushed receipt's shared secret is read from, and the field it comes in.
     receipt_secret_option = "callbackSecret"
     receipt_secret_field = "secret"
@@ -111,18 +126,39 @@ class HttpProvider(Provider):
         self.base_url = (settings.url or self.default_url).rstrip("/")
         self.sleep = sleep
         self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=PARALLEL_REQUESTS)
+        self.parallel_requests = PARALLEL_REQUESTS
+        rate = settings.max_requests_per_second or self.default_max_requests_per_second
+        # Any object with acquire() may replace it, e.g. a limiter shared between processes.
+        # Through self.sleep, so a test can swap the sleep of a provider an app built.
+        self.throttle: Throttle = TokenBucket(
+            rate, clock or time.monotonic, lambda seconds: self.sleep(seconds)
+        )
+        self.timeouts = (min(settings.timeout, 10.0), settings.timeout)
+        self.session.headers.update(self.headers())
+        self.session.auth = self.auth()
+
+    @property
+    def parallel_requests(self) -> int:
+        """How many requests `send_each` and `map_parallel` have in flight at most."""
+        return self._parallel_requests
+
+    @parallel_requests.setter
+    def parallel_requests(self, count: int) -> None:
+        if count < 1:
+            raise ValueError(f"parallel_requests must be at least 1, not {count}")
+        self._parallel_requests = count
+        # A connection pool as large, so parallel requests never wait for a connection.
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=count)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
-        rate = settings.max_requests_per_second or self.default_max_requests_per_second
-        # Through self.sleep, so a test can swap the sleep of a provider an app built.
-        self.throttle = TokenBucket(rate, clock or time.monotonic, lambda s: self.sleep(s))
-        self.timeouts = (min(settings.timeout, 10.0), settings.timeout)
 
-    def close(self) -> None:
-        self.session.close()
+    def headers(self) -> dict[str, str]:
+        """Return the headers every request carries (a plugin's auth header, Accept...)."""
+        return {}
 
-    # --- settings helpers ---
+    def auth(self) -> tuple[str, str] | None:
+        """Return the HTTP Basic credentials every request carries, if the provider uses them."""
+        return None
 
     def option(self, *names: str, default: str = "") -> str:
         """Return the first provider option set among `names` (case-insensitive)."""
@@ -134,84 +170,65 @@ class HttpProvider(Provider):
 
     # --- the request loop ---
 
-    def request(self, method: str, path: str, *, resend_safe: bool = False, **kwargs):
-        """Send one HTTP request with throttling, retries and logging; return the response.
+    def request(self, method: str, path: str, **kwargs) -> requests.Response:
+        """Send one HTTP request with throttling, retries and logging; return the answer.
 
-        Raise ProviderError when the provider stays unavailable, OutcomeUnknown when the
-        request may have been processed and resending it could duplicate a message.
+        Raise ProviderUnavailable when the provider stays unreachable or refusing, and
+        OutcomeUnknown when the request may have been processed and resending it could
+        duplicate a message.
         """
-        resend_safe = resend_safe or method.upper() == "GET"
-        url = self.base_url + path
-        path = path or "/"
+        harmless = method.upper() == "GET"
+        resend_safe = harmless or self.resend_is_safe
         attempts = self.settings.retries + 1
+        maybe_processed = False  # by this attempt or an earlier one
         for attempt in range(1, attempts + 1):
             self.throttle.acquire()
-            began = time.perf_counter()
-            try:
-                response = self.session.request(method, url, timeout=self.timeouts, **kwargs)
-            except requests.RequestException as err:
-                elapsed = time.perf_counter() - began
-                sent = not _never_sent(err)
-                log.warning(
-                    "%s %s %s failed after %.3fs (attempt %d/%d): %s",
-                    self.name,
-                    method,
-                    path,
-                    elapsed,
-                    attempt,
-                    attempts,
-                    type(err).__name__,
-                )
-                if sent and not resend_safe:
-                    raise OutcomeUnknown(type(err).__name__) from None
-                if attempt == attempts:
-                    # Never reached it: safe to send again later. (Reached it, though the
-                    # provider de-duplicates within this call: not once the call is over.)
-                    error = ProviderError if sent else ProviderUnavailable
-                    raise error("", f"{self.name} unreachable ({type(err).__name__})") from None
-                self.sleep(self._backoff(attempt))
-                continue
-            elapsed = time.perf_counter() - began
-            log.info(
-                "%s %s %s -> %d in %.3fs (attempt %d/%d)",
-                self.name,
-                method,
-                path,
-                response.status_code,
-                elapsed,
-                attempt,
-                attempts,
-            )
-            status = response.status_code
-            refused = status in REFUSED_STATUSES or self.refused_for_now(response)
-            if status < 500 and not refused:
-                return response
-            if not refused and not resend_safe:
-                # A 500/502/504 may come after the provider did the work.
-                raise OutcomeUnknown(f"HTTP {status}")
+            outcome = self._attempt(method, path, kwargs, f"(attempt {attempt}/{attempts})")
+            if isinstance(outcome, requests.Response):
+                return outcome
+            if outcome.maybe_processed and not resend_safe:
+                raise OutcomeUnknown(outcome.what)
+            maybe_processed = maybe_processed or outcome.maybe_processed
             if attempt == attempts:
-                return response
-            wait = retry_after_seconds(response.headers.get("Retry-After"))
-            self.sleep(self._backoff(attempt) if wait is None else wait)
-        raise AssertionError("unreachable")  # pragma: no cover
+                break
+            wait = outcome.error.retry_after
+            self.sleep(self._backoff(attempt) if wait is None else min(wait, MAX_RETRY_AFTER))
+        if maybe_processed and not harmless:
+            raise OutcomeUnknown(outcome.what)
+        raise outcome.error
 
-    def refused_for_now(self, response) -> bool:
-        """Does this answer refuse the request unprocessed, to be retried later, though its
-        status is not 429 or 503? (A provider that says so in its body overrides this.)"""
-        return False
+    def _attempt(self, method, path, kwargs, attempt: str) -> requests.Response | Failure:
+        """Make one attempt; return the answer for the plugin, or how it failed."""
+        began = time.perf_counter()
+        where = f"{self.name} {method} {path or '/'}"
+        try:
+            response = self.session.request(
+                method, self.base_url + path, timeout=self.timeouts, **kwargs
+            )
+        except requests.RequestException as err:
+            elapsed = time.perf_counter() - began
+            log.warning("%s failed after %.3fs %s: %s", where, elapsed, attempt, type(err).__name__)
+            unreachable = ProviderUnavailable("", f"{self.name} unreachable ({type(err).__name__})")
+            return Failure(unreachable, not _never_sent(err), type(err).__name__)
+        elapsed = time.perf_counter() - began
+        status = response.status_code
+        log.info("%s -> %d in %.3fs %s", where, status, elapsed, attempt)
+        refused = status in REFUSED_STATUSES or self.refused_for_now(response)
+        if status < 500 and not refused:
+            return response
+        code, description = self.unavailable_reason(response)
+        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+        error = ProviderUnavailable(code, description, retry_after=retry_after)
+        return Failure(error, not refused, f"HTTP {status}")
+
+    def unavailable_reason(self, response) -> tuple[str, str]:
+        """Return the (code, description) of an answer that refused the request for now;
+        a plugin whose answer names the provider's own code says so here."""
+        return str(response.status_code), "Provider unavailable"
 
     def _backoff(self, attempt: int) -> float:
         base = min(0.5 * 2 ** (attempt - 1), MAX_BACKOFF)
         return base + random.uniform(0, base)
-
-    def unavailable(self, response) -> ProviderError:
-        """The error for a provider that stayed busy or broken through every retry: one that
-        refused the request unprocessed (429, 503, refused_for_now) may be sent it later."""
-        code = str(response.status_code)
-        if response.status_code in REFUSED_STATUSES or self.refused_for_now(response):
-            wait = retry_after_seconds(response.headers.get("Retry-After"))
-            return ProviderUnavailable(code, "Provider unavailable", retry_after=wait)
-        return ProviderError(code, "Provider unavailable")
 
     # --- one recipient per request ---
 
@@ -220,8 +237,9 @@ class HttpProvider(Provider):
     ) -> list[SendResult]:
         """Send to each recipient with bounded parallelism.
 
-        A whole-request failure (auth, credit) stops the rest of the batch; it is raised
-        when nobody was accepted, else reported on each recipient it stopped.
+        A whole-request failure (auth, credit, unavailable) stops the rest of the batch;
+        it is raised when nobody was accepted, else reported on each recipient it stopped
+        (`retry_later` when the provider was only unavailable for now).
         """
         stop: list[ProviderError] = []
         lock = threading.Lock()
@@ -243,6 +261,7 @@ class HttpProvider(Provider):
                 accepted=False,
                 error_code=failure.code,
                 reason=failure.description,
+                retry_later=isinstance(failure, ProviderUnavailable),
             )
 
         results = self.map_parallel(run, recipients)
@@ -251,22 +270,20 @@ class HttpProvider(Provider):
         return results
 
     def map_parallel(self, function: Callable, items: Iterable) -> list:
-        """Apply `function` to every item on at most PARALLEL_REQUESTS threads, in order."""
+        """Apply `function` to every item on at most `parallel_requests` threads, in order."""
         items = list(items)
         if len(items) <= 1:
             return [function(item) for item in items]
-        with ThreadPoolExecutor(min(PARALLEL_REQUESTS, len(items))) as pool:
+        with ThreadPoolExecutor(min(self.parallel_requests, len(items))) as pool:
             return list(pool.map(function, items))
 
-    def query_status(self, provider_ids: list[str]) -> list[StatusUpdate]:
+    def try_query_status(self, provider_ids: list[str]) -> list[StatusUpdate]:
         """Ask about each id with the plugin's `query_one`, a bounded number at once."""
-        if not self.can_query_status:
-            return super().query_status(provider_ids)
         return self.map_parallel(self.query_one, provider_ids)
 
     def query_one(self, provider_id: str) -> StatusUpdate:
-        """Ask the provider about one message (plugins with a status query define it)."""
-        raise NotImplementedError
+        """Ask the provider about one message (plugins declaring `can_query_status`)."""
+        raise NotImplementedError(f"{self.name} declares no status query")
 
     # --- receipts proven by a shared secret in the callback URL ---
 
@@ -281,10 +298,6 @@ class HttpProvider(Provider):
             )
         if not hmac.compare_digest(given.encode(), expected.encode()):
             raise ReceiptRejected(f"{self.name}: receipt secret does not match")
-
-
-def unknown_outcome(recipient: Recipient) -> SendResult:
-    return SendResult(recipient.reference, accepted=False, reason=OUTCOME_UNKNOWN)
 
 
 def json_or_none(response) -> Any:

@@ -8,8 +8,7 @@ Sending (per recipient, by the last digit of the number):
 Sending (whole request, by `smsProvider.token`):
   - "nocredit": every batch fails with error 301 "Out of credit";
   - "badauth": every batch fails with error 001 "Authentication failed";
-  - "down": every batch is refused for now, error 503 "Provider unavailable" (retried
-    until smsProvider.retryWindow is over, then failed with it).
+  - "down": every batch fails with error 503 "Provider unavailable" (ProviderUnavailable).
 Status query (by the last digit of the number in the provider id):
   - 0 to 5: delivered (code 004);
   - 6 or 7: failed (code 005 "Delivery failed");
@@ -42,11 +41,11 @@ from messaging.providers.base import (
 )
 from messaging.segments import count_segments
 
-# Whole-request failures chosen by token: token -> (code, description).
+# Whole-request failures chosen by token: token -> (error, code, description).
 TOKEN_FAILURES = {
-    "nocredit": ("301", "Out of credit"),
-    "badauth": ("001", "Authentication failed"),
-    "down": ("503", "Provider unavailable"),
+    "nocredit": (ProviderError, "301", "Out of credit"),
+    "badauth": (ProviderError, "001", "Authentication failed"),
+    "down": (ProviderUnavailable, "503", "Provider unavailable"),
 }
 
 # Status answers by the last digit of the number.
@@ -70,7 +69,7 @@ class MockProvider(Provider):
     max_batch_size = 10_000
     can_query_status = True
     status_batch_size = 10_000
-    receipt_auth = "signature"
+    takes_receipts = True
 
     def __init__(self, settings):
         super().__init__(settings)
@@ -79,13 +78,13 @@ class MockProvider(Provider):
         self.batches: deque[int] = deque(maxlen=1000)
         self.status_queries = 0
 
-    def send_batch(self, recipients: list[Recipient], text: str, sender: str | None):
+    def try_send_batch(self, recipients: list[Recipient], text: str, sender: str | None):
         with self._lock:
             self.batches.append(len(recipients))
         failure = TOKEN_FAILURES.get(self.settings.token)
         if failure:
-            error = ProviderUnavailable if failure[0] == "503" else ProviderError
-            raise error(*failure)
+            error, code, description = failure
+            raise error(code, description)
         segments = count_segments(text)
         results = []
         for recipient in recipients:
@@ -109,7 +108,7 @@ class MockProvider(Provider):
                 )
         return results
 
-    def query_status(self, provider_ids: list[str]) -> list[StatusUpdate]:
+    def try_query_status(self, provider_ids: list[str]) -> list[StatusUpdate]:
         with self._lock:
             self.status_queries += len(provider_ids)
         updates = []

@@ -6,17 +6,22 @@ optional `options.messagingServiceSid` (used when no sender is given),
 public URL Twilio calls, when it differs from what the service sees behind a proxy).
 `url` defaults to https://api.twilio.com/2010-04-01.
 
-Wire format: HTTP Basic AccountSid:AuthToken; `POST /Accounts/{Sid}/Messages.json` with
-form fields `To` (+E.164), `From` or `MessagingServiceSid`, `Body`; one recipient a
-request, so a batch is sent with bounded parallelism; status by
-`GET /Accounts/{Sid}/Messages/{MessageSid}.json`; status callbacks are form POSTs signed
-with `X-Twilio-Signature` = base64(HMAC-SHA1(auth token, URL + each sorted key + value)).
-
-Corrections and choices after checking the docs and client libraries:
+Wire format (Twilio's OpenAPI for 2010-04-01, provider-specs/twilio_api_v2010.json, and
+its Messages resource docs):
+- Every request: HTTP Basic AccountSid:AuthToken, JSON answers.
+- Send: `POST /Accounts/{Sid}/Messages.json`, form fields `To` (+E.164), `From` or
+  `MessagingServiceSid`, `Body`, `StatusCallback`?; one recipient a request (a batch
+  goes out with bounded parallelism). Answered 201 `{"sid": "SM...", "to", "status",
+  "error_code", "num_segments", ...}`; errors `{"code", "message", "more_info",
+  "status"}`: 21211 invalid To (400), 20003 authentication (401), 10001 account not
+  active, i.e. balance at or below zero, 20429 too many requests (429).
+- Status: `GET /Accounts/{Sid}/Messages/{MessageSid}.json`, the same message object;
+  `status` names in STATUSES.
+- Status callbacks: form POSTs of `MessageSid`, `MessageStatus`, `ErrorCode`, `To`,
+  `From`, `AccountSid`, signed with `X-Twilio-Signature` = base64(HMAC-SHA1(auth
+  token, the full URL + each POSTed key and value, keys sorted)).
 - Twilio does not de-duplicate message creation, so a send that may have reached it
-  (read timeout, 500/502/504) is never resent ("provider outcome unknown").
-- Out of credit shows as error 10001 "Account is not active" (balance at or below zero);
-  20003 is authentication.
+  (read timeout, 500/502/504) is not resent.
 """
 
 import base64
@@ -56,8 +61,9 @@ ACCOUNT_ERRORS = {
     "20005": "Account not active",  # suspended or closed
     "10001": "Out of credit",  # "Account is not active": balance at or below zero
     "20403": "Forbidden",  # the account lacks API permission
-    "20429": "Too many requests",  # still throttled after our retries
 }
+# Error code of a 429: retried, and reported unavailable if it lasts.
+TOO_MANY_REQUESTS = "20429"
 
 
 class Twilio(HttpProvider):
@@ -65,17 +71,19 @@ class Twilio(HttpProvider):
     default_url = "https://api.twilio.com/2010-04-01"
     max_batch_size = 100  # recipients per call of send_batch; each is its own request
     can_query_status = True
-    receipt_auth = "signature"
+    takes_receipts = True
 
     @property
     def account_sid(self) -> str:
         return self.option("accountSid") or self.settings.custom1
 
-    @property
     def auth(self) -> tuple[str, str]:
         return (self.account_sid, self.settings.token)
 
-    def send_batch(self, recipients: list[Recipient], text: str, sender: str | None):
+    def headers(self) -> dict:
+        return {"Accept": "application/json"}
+
+    def try_send_batch(self, recipients: list[Recipient], text: str, sender: str | None):
         if not self.account_sid:
             raise ProviderError("", "smsProvider.options.accountSid is not set")
         return self.send_each(recipients, lambda recipient: self.send_one(recipient, text, sender))
@@ -90,13 +98,7 @@ class Twilio(HttpProvider):
         callback = self.option("statusCallback")
         if callback:
             form["StatusCallback"] = callback
-        response = self.request(
-            "POST",
-            f"/Accounts/{self.account_sid}/Messages.json",
-            data=form,
-            auth=self.auth,
-            headers={"Accept": "application/json"},
-        )
+        response = self.request("POST", f"/Accounts/{self.account_sid}/Messages.json", data=form)
         answer = json_or_none(response)
         if response.status_code == 201 and isinstance(answer, dict) and answer.get("sid"):
             segments = answer.get("num_segments")
@@ -109,8 +111,6 @@ class Twilio(HttpProvider):
         code, message = self.error_of(response, answer)
         if code in ACCOUNT_ERRORS or response.status_code in (401, 403):
             raise ProviderError(code, ACCOUNT_ERRORS.get(code, message))
-        if response.status_code >= 500 or response.status_code == 429:
-            raise self.unavailable(response)
         return SendResult(recipient.reference, False, error_code=code, reason=message)
 
     @staticmethod
@@ -119,20 +119,19 @@ class Twilio(HttpProvider):
             return str(answer["code"]), str(answer.get("message") or "Rejected")
         return str(response.status_code), "Unexpected answer from Twilio"
 
+    def unavailable_reason(self, response) -> tuple[str, str]:
+        code, _ = self.error_of(response, json_or_none(response))
+        if code == TOO_MANY_REQUESTS:
+            return code, "Too many requests"
+        return super().unavailable_reason(response)
+
     def query_one(self, provider_id: str) -> StatusUpdate:
-        response = self.request(
-            "GET",
-            f"/Accounts/{self.account_sid}/Messages/{provider_id}.json",
-            auth=self.auth,
-            headers={"Accept": "application/json"},
-        )
+        response = self.request("GET", f"/Accounts/{self.account_sid}/Messages/{provider_id}.json")
         answer = json_or_none(response)
         if response.status_code != 200 or not isinstance(answer, dict):
             code, message = self.error_of(response, answer)
             if response.status_code == 404:
                 return StatusUpdate(provider_id, FAILED, code, message)
-            if response.status_code >= 500 or response.status_code == 429:
-                raise self.unavailable(response)
             raise ProviderError(code, ACCOUNT_ERRORS.get(code, message))
         return self.update(
             provider_id, answer.get("status"), answer.get("error_code"), answer.get("error_message")

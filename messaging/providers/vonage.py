@@ -5,22 +5,23 @@ Config: `token` = the API secret; `options.apiKey` (or `custom1`) = the API key;
 30 a second per key; `options.callbackSecret` = the value Vonage must send as `secret` in
 the delivery-receipt URL.
 
-Wire format: form `POST /sms/json` with `api_key`, `api_secret`, `from`, `to` (one
-number, digits only), `text`, `type=unicode` for non-GSM text, `client-ref` (our sms id);
-always HTTP 200 with `messages[]` each carrying `status` ("0" = accepted), `message-id`
-or `error-text`. One recipient a request, so a batch is sent with bounded parallelism.
-Delivery receipts (JSON, form or query) carry `messageId`, `status`, `err-code`,
-`client-ref`. There is no status query in this API.
-
-Corrections and choices after checking the official OpenAPI spec (provider-specs/vonage_sms.yml)
-and client libraries:
-- `client-ref` is a tag echoed in receipts, not a de-duplication key, so a send that may
-  have reached Vonage is never resent ("provider outcome unknown").
-- A long text is split by Vonage: `message-count` > 1 and one `message-id` per part. The
-  first part's id is kept; receipts for the other parts match no message and are ignored.
-- Status 1 (throttled) means "not sent, try later" and is retried with backoff.
-- Signed receipts (`sig`) need Vonage support to switch them on; the shared `secret`
-  query parameter is used instead.
+Wire format (Vonage's OpenAPI for the SMS API, provider-specs/vonage_sms.yml):
+- Send: form `POST /sms/json` with `api_key`, `api_secret`, `from`, `to` (one number,
+  digits only), `text`, `type=unicode` for text outside GSM-7, `client-ref` (our sms
+  id); one recipient a request (a batch goes out with bounded parallelism).
+- The answer is HTTP 200 whatever happened: `{"message-count", "messages": [{"to",
+  "message-id", "status", "remaining-balance", "message-price", "network"}]}`, or
+  `{"messages": [{"status", "error-text"}]}`. `status` "0" is accepted, the others
+  are in SEND_STATUSES; "1" (throttled) means not sent, try later, so it is retried
+  like a 429. A long text is split by Vonage: `message-count` > 1, one `message-id` a
+  part; the first part's id is kept, and receipts for the other parts match nothing.
+- No status query. Delivery receipts (JSON, form or query) carry `msisdn`, `to`,
+  `messageId`, `status`, `err-code`, `price`, `scts`, `message-timestamp`,
+  `client-ref`; statuses in RECEIPT_STATUSES, error codes in RECEIPT_ERRORS. Signed
+  receipts need Vonage support to switch them on, so the `secret` query parameter we
+  give Vonage in the receipt URL authenticates them instead.
+- `client-ref` is echoed in receipts but de-duplicates nothing, so a send that may have
+  reached Vonage is not resent.
 """
 
 from messaging.errors import ProviderError
@@ -96,19 +97,25 @@ RECEIPT_ERRORS = {
 }
 
 
+def send_status(answer) -> str:
+    """Return the `status` of the first message of a send answer ("" if there is none)."""
+    messages = answer.get("messages") if isinstance(answer, dict) else None
+    first = messages[0] if isinstance(messages, list) and messages else None
+    return str(first.get("status", "")) if isinstance(first, dict) else ""
+
+
 class Vonage(HttpProvider):
     name = "Vonage"
     default_url = "https://rest.nexmo.com"
     default_max_requests_per_second = 30.0
     max_batch_size = 100  # recipients per call of send_batch; each is its own request
-    can_query_status = False
-    receipt_auth = "secret"
+    takes_receipts = True
 
     @property
     def api_key(self) -> str:
         return self.option("apiKey") or self.settings.custom1
 
-    def send_batch(self, recipients: list[Recipient], text: str, sender: str | None):
+    def try_send_batch(self, recipients: list[Recipient], text: str, sender: str | None):
         return self.send_each(recipients, lambda recipient: self.send_one(recipient, text, sender))
 
     def send_one(self, recipient: Recipient, text: str, sender: str | None) -> SendResult:
@@ -122,19 +129,13 @@ class Vonage(HttpProvider):
         }
         if encoding(text) == UCS2:
             form["type"] = "unicode"
-        for attempt in range(self.settings.retries + 1):
-            response = self.request("POST", "/sms/json", data=form)
-            if response.status_code != 200:
-                if response.status_code >= 500 or response.status_code == 429:
-                    raise self.unavailable(response)
-                raise ProviderError(str(response.status_code), "Unexpected answer from Vonage")
-            answer = json_or_none(response) or {}
-            messages = answer.get("messages") or [{}]
-            first = messages[0]
-            status = str(first.get("status", ""))
-            if status != THROTTLED or attempt == self.settings.retries:
-                break
-            self.sleep(self._backoff(attempt + 1))
+        response = self.request("POST", "/sms/json", data=form)
+        if response.status_code != 200:
+            raise ProviderError(str(response.status_code), "Unexpected answer from Vonage")
+        answer = json_or_none(response) or {}
+        messages = answer.get("messages") or [{}]
+        first = messages[0]
+        status = str(first.get("status", ""))
         if status == "0" and first.get("message-id"):
             count = str(answer.get("message-count") or "")
             segments = int(count) if count.isdigit() else len(messages)
@@ -144,6 +145,15 @@ class Vonage(HttpProvider):
             raise ProviderError(status, meaning)
         reason = first.get("error-text") or meaning
         return SendResult(recipient.reference, False, error_code=status, reason=reason)
+
+    def refused_for_now(self, response) -> bool:
+        """Status 1 (throttled) comes in an HTTP 200: nothing was sent, so retry."""
+        return response.status_code == 200 and send_status(json_or_none(response)) == THROTTLED
+
+    def unavailable_reason(self, response) -> tuple[str, str]:
+        if send_status(json_or_none(response)) == THROTTLED:
+            return THROTTLED, SEND_STATUSES[THROTTLED]
+        return super().unavailable_reason(response)
 
     def parse_receipt(self, receipt: Receipt) -> list[StatusUpdate]:
         self.check_receipt_secret(receipt)

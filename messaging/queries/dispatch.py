@@ -146,8 +146,9 @@ def record_batch(cur, batch_id, worker, sendlog_id, senttime, message, outcomes)
     `outcomes` holds (sms id, msisdn, provider id or None, segments, code, reason) per
     recipient: with a provider id it was accepted (`sent`), without one it failed.
     """
+    columns = zip(*outcomes, strict=True) if outcomes else [()] * 6
     ids, msisdns, provider_ids, segments, codes, reasons = (
-        array_literal(column) for column in zip(*outcomes, strict=True)
+        array_literal(column) for column in columns
     )
     cur.execute(
         f"""
@@ -213,6 +214,22 @@ def requeue_batch(cur, batch_id, worker, delay_seconds, error):
         (error, delay_seconds, batch_id, worker),
     )
     return cur.fetchone() is not None
+
+
+def requeue_recipients(cur, batch, worker, msisdns, ids, delay_seconds, error):
+    """Put some recipients of a batch still claimed by `worker` back as a batch of their
+    own, due after `delay_seconds` (the provider refused them for now); call it before
+    record_batch, which drops the claimed batch, in the same transaction."""
+    cur.execute(
+        """
+        INSERT INTO dispatch_batches (sendlogid, seq, bulk, segments, msisdns, ids, due,
+                                      attempts, firstattempt, lasterror)
+        SELECT sendlogid, seq, bulk, segments, %s::varchar[], %s::bigint[],
+               now() + make_interval(secs => %s), attempts, firstattempt, %s
+        FROM dispatch_batches WHERE id = %s AND leasedby = %s AND state = 'sending'
+        """,
+        (array_literal(msisdns), array_literal(ids), delay_seconds, error, batch, worker),
+    )
 
 
 def extend_lease(cur, batch_id, worker, lease_seconds):

@@ -49,7 +49,10 @@ class FakeProvider:
         self._release = threading.Event()
         self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll interval, so stopping the server does not cost each test half a second.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
         self._thread.start()
 
     def reply(self, status=200, body=None, headers=None, hang=False) -> "FakeProvider":
@@ -89,3 +92,82 @@ class FakeProvider:
         return Response(payload, reply.status, reply.headers, mimetype=mimetype)(
             environ, start_response
         )
+
+
+# --- each provider accepting every recipient, in its documented answer; the provider id
+# ends in the number's last digit ---
+
+
+def clickatell_accepts(request) -> Reply:
+    """POST /rest/message: 202, one accepted entry per number."""
+    numbers = request.json["to"]
+    entries = [{"accepted": True, "to": n, "apiMessageId": f"c{n[-1]}"} for n in numbers]
+    return Reply(202, {"data": {"message": entries}})
+
+
+def clickatell_one_accepts(request) -> Reply:
+    """POST /v1/message: 202, one accepted entry per message."""
+    entries = [
+        {"apiMessageId": f"o{m['to'][-1]}", "accepted": True, "to": m["to"], "error": None}
+        for m in request.json["messages"]
+    ]
+    return Reply(202, {"messages": entries, "error": None})
+
+
+def twilio_accepts(request) -> Reply:
+    """POST .../Messages.json: 201, the created message."""
+    to = request.form["To"]
+    message = {"sid": f"SM{to[-1]}", "to": to, "status": "queued", "error_code": None}
+    return Reply(201, {**message, "num_segments": "1"})
+
+
+def bulksms_accepts(request) -> Reply:
+    """POST /messages: 201, the list of messages, each ACCEPTED."""
+    return Reply(
+        201,
+        [
+            {
+                "id": entry["to"][-1],
+                "type": "SENT",
+                "to": entry["to"],
+                "body": entry["body"],
+                "userSuppliedId": entry["userSuppliedId"],
+                "status": {"id": "ACCEPTED.null", "type": "ACCEPTED"},
+            }
+            for entry in request.json
+        ],
+    )
+
+
+def africastalking_accepts(request) -> Reply:
+    """POST (form): 201, one Recipients entry per number, statusCode 101."""
+    numbers = request.form["to"].split(",")
+    entries = [
+        {
+            "statusCode": 101,
+            "number": n,
+            "status": "Success",
+            "cost": "KES 0.8000",
+            "messageId": f"AT{n[-1]}",
+        }
+        for n in numbers
+    ]
+    message = f"Sent to {len(numbers)}/{len(numbers)} Total Cost: KES 0.8000"
+    return Reply(201, {"SMSMessageData": {"Message": message, "Recipients": entries}})
+
+
+def vonage_accepts(request) -> Reply:
+    """POST /sms/json: 200, one message with status "0"."""
+    to = request.form["to"]
+    message = {"to": to, "message-id": f"V{to[-1]}", "status": "0", "remaining-balance": "3.14"}
+    return Reply(200, {"message-count": "1", "messages": [message]})
+
+
+ACCEPTS = {
+    "Clickatell": clickatell_accepts,
+    "ClickatellOne": clickatell_one_accepts,
+    "Twilio": twilio_accepts,
+    "BulkSMS": bulksms_accepts,
+    "AfricasTalking": africastalking_accepts,
+    "Vonage": vonage_accepts,
+}

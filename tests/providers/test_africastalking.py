@@ -7,15 +7,14 @@ from messaging.errors import ProviderError, ReceiptRejected
 from messaging.providers.africastalking import AfricasTalking
 from messaging.providers.base import Receipt, Recipient
 from tests.conftest import base_config, rows
-from tests.providers.conftest import settings
-from tests.providers.fakes import Reply
+from tests.providers.conftest import outcomes, plugin, poll, send
+from tests.providers.fakes import Reply, africastalking_accepts
 
 TWO = [Recipient("254711000001", "11"), Recipient("254711000002", "12")]
 
 
 def provider(fake, sleeps, **values):
-    values.setdefault("options", {"username": "imqs"})
-    return AfricasTalking(settings(fake, "AfricasTalking", **values), sleep=sleeps.append)
+    return plugin("AfricasTalking", fake, sleeps, **values)
 
 
 def recipient(number, code=101, status="Success", message_id=None):
@@ -145,28 +144,6 @@ def test_a_batch_holds_at_most_100_recipients(fake, make_app, db):
     assert all(n.startswith("+27") for r in fake.requests for n in r.form["to"].split(","))
 
 
-def test_a_503_is_retried_then_succeeds(fake, sleeps):
-    fake.reply(503, "busy").reply(
-        201, answer(recipient("+254711000001"), recipient("+254711000002"))
-    )
-    assert all(r.accepted for r in provider(fake, sleeps).send_batch(TWO, "x", None))
-    assert len(fake.requests) == 2 and len(sleeps) == 1
-
-
-def test_429_waits_for_retry_after(fake, sleeps):
-    fake.reply(429, "Too many", {"Retry-After": "5"})
-    fake.reply(201, answer(recipient("+254711000001"), recipient("+254711000002")))
-    assert all(r.accepted for r in provider(fake, sleeps).send_batch(TWO, "x", None))
-    assert sleeps == [5.0]
-
-
-def test_read_timeout_is_not_resent(fake, sleeps):
-    fake.reply(201, hang=True)
-    results = provider(fake, sleeps, timeout=0.2).send_batch(TWO, "x", None)
-    assert len(fake.requests) == 1
-    assert {r.reason for r in results} == {"provider outcome unknown"}
-
-
 def test_sandbox_username_uses_the_sandbox_host(fake, sleeps):
     sandbox = OptionMap({"username": "sandbox"}.items())
     plugin = AfricasTalking(ProviderSettings(name="AfricasTalking", options=sandbox))
@@ -234,4 +211,26 @@ def test_sendsms_through_africastalking(fake, make_app, db):
     assert rows(db, "SELECT providerid, status, errorcode, reason FROM sms ORDER BY id") == [
         ("ATXid_1", "sent", None, None),
         (None, "failed", "406", "User in blacklist"),
+    ]
+
+
+def test_no_poll_and_delivery_reports_update_the_message(fake, make_app, db):
+    fake.default = africastalking_accepts
+    config = base_config(
+        name="AfricasTalking",
+        token="k",
+        url=fake.url,
+        options={"username": "u", "callbackSecret": "s3"},
+    )
+    app = make_app(config)
+    client = send(app)
+    assert "has no status query" in poll(app)
+    report = {"id": "AT2", "status": "Failed", "failureReason": "AbsentSubscriber"}
+    assert client.post("/callbacks/africastalking?secret=s3", data=report).status_code == 200
+    forged = {"id": "AT1", "status": "Success"}
+    assert client.post("/callbacks/africastalking?secret=no", data=forged).status_code == 403
+    assert [(s, c) for _, s, c in outcomes(db)] == [
+        ("sent", None),
+        ("failed", "Failed"),
+        ("sent", None),
     ]

@@ -8,19 +8,17 @@ import pytest
 
 from messaging.errors import ProviderError, ReceiptRejected
 from messaging.providers.base import Receipt, Recipient
-from messaging.providers.twilio import Twilio
 from tests.conftest import base_config, rows
-from tests.providers.conftest import settings
-from tests.providers.fakes import Reply
+from tests.providers.conftest import TWILIO_SID, outcomes, plugin, poll, send
+from tests.providers.fakes import Reply, twilio_accepts
 
-SID = "AC0123456789abcdef0123456789abcdef"
+SID = TWILIO_SID
 TWO = [Recipient("27830000001", "11"), Recipient("27830000002", "12")]
 PATH = f"/Accounts/{SID}/Messages.json"
 
 
 def provider(fake, sleeps, **values):
-    values.setdefault("options", {"accountSid": SID})
-    return Twilio(settings(fake, "Twilio", **values), sleep=sleeps.append)
+    return plugin("Twilio", fake, sleeps, **values)
 
 
 def created(to, sid, segments="1"):
@@ -97,29 +95,6 @@ def test_inactive_account_is_out_of_credit(fake, sleeps):
     with pytest.raises(ProviderError) as caught:
         provider(fake, sleeps).send_batch(TWO, "x", "+1")
     assert caught.value.message == "Error 10001: Out of credit"
-
-
-def test_a_503_is_retried_then_succeeds(fake, sleeps):
-    fake.reply(503, "busy")
-    fake.default = by_number
-    [result] = provider(fake, sleeps).send_batch(TWO[:1], "x", "+1")
-    assert result.accepted and len(fake.requests) == 2 and len(sleeps) == 1
-
-
-def test_429_too_many_requests_waits_for_retry_after(fake, sleeps):
-    fake.reply(
-        429, {"code": 20429, "message": "Too Many Requests", "status": 429}, {"Retry-After": "2"}
-    )
-    fake.default = by_number
-    [result] = provider(fake, sleeps).send_batch(TWO[:1], "x", "+1")
-    assert result.accepted and sleeps == [2.0]
-
-
-def test_read_timeout_is_not_resent(fake, sleeps):
-    fake.reply(201, hang=True)
-    [result] = provider(fake, sleeps, timeout=0.2).send_batch(TWO[:1], "x", "+1")
-    assert len(fake.requests) == 1
-    assert (result.accepted, result.reason) == (False, "provider outcome unknown")
 
 
 @pytest.mark.parametrize(
@@ -210,3 +185,36 @@ def test_sendsms_with_bad_twilio_credentials_answers_the_error(fake, make_app, d
     assert rows(db, "SELECT status, errorcode, reason FROM sms") == [
         ("failed", "20003", "Authentication failed")
     ]
+
+
+def test_poll_status_through_twilio(fake, make_app, db):
+    statuses = {"SM1": ("delivered", None), "SM2": ("undelivered", 30005), "SM3": ("sending", None)}
+
+    def answer(request):
+        if request.method == "POST":
+            return twilio_accepts(request)
+        sid = request.path.rsplit("/", 1)[1].removesuffix(".json")
+        status, code = statuses[sid]
+        return Reply(200, {"sid": sid, "status": status, "error_code": code, "error_message": None})
+
+    fake.default = answer
+    app = make_app(twilio_config(fake))
+    send(app)
+    poll(app)
+    assert [(s, c) for _, s, c in outcomes(db)] == [
+        ("delivered", ""),
+        ("failed", "30005"),
+        ("sent", None),
+    ]
+
+
+def test_a_signed_status_callback_updates_the_message_and_a_forged_one_is_403(fake, make_app, db):
+    fake.default = twilio_accepts
+    client = send(make_app(twilio_config(fake)))
+    form = {"MessageSid": "SM3", "MessageStatus": "delivered", "AccountSid": SID}
+    url = "http://localhost/callbacks/twilio"
+    forged = {"X-Twilio-Signature": "bad"}
+    assert client.post("/callbacks/twilio", data=form, headers=forged).status_code == 403
+    genuine = {"X-Twilio-Signature": signed(url, form, "tok")}
+    assert client.post("/callbacks/twilio", data=form, headers=genuine).status_code == 200
+    assert [s for _, s, _ in outcomes(db)] == ["sent", "sent", "delivered"]

@@ -4,17 +4,15 @@ import pytest
 
 from messaging.errors import ProviderError, ReceiptRejected
 from messaging.providers.base import Receipt, Recipient
-from messaging.providers.bulksms import BulkSMS
 from tests.conftest import base_config, rows
-from tests.providers.conftest import settings
-from tests.providers.fakes import Reply
+from tests.providers.conftest import outcomes, plugin, poll, send
+from tests.providers.fakes import Reply, bulksms_accepts
 
 TWO = [Recipient("27830000001", "11"), Recipient("27830000002", "12")]
 
 
 def provider(fake, sleeps, **values):
-    values.setdefault("options", {"username": "imqs"})
-    return BulkSMS(settings(fake, "BulkSMS", **values), sleep=sleeps.append)
+    return plugin("BulkSMS", fake, sleeps, **values)
 
 
 def message(entry, kind="ACCEPTED", subtype=None):
@@ -111,29 +109,17 @@ def test_insufficient_credits_is_out_of_credit(fake, sleeps):
     assert caught.value.message == "Error 403: Out of credit"
 
 
-def test_a_500_is_resent_with_the_same_deduplication_id(fake, sleeps):
-    fake.reply(500, "oops")
-    fake.default = accept_all
-    assert all(r.accepted for r in provider(fake, sleeps).send_batch(TWO, "x", None))
-    first, second = fake.requests
-    assert first.query["deduplication-id"] == second.query["deduplication-id"]
-    assert first.body == second.body and len(sleeps) == 1
-
-
-def test_429_waits_for_retry_after(fake, sleeps):
-    fake.reply(429, {"title": "Too Many Requests", "status": 429}, {"Retry-After": "4"})
-    fake.default = accept_all
-    assert all(r.accepted for r in provider(fake, sleeps).send_batch(TWO, "x", None))
-    assert sleeps == [4.0]
-
-
-def test_read_timeout_is_resent_safely_with_the_same_deduplication_id(fake, sleeps):
-    fake.reply(201, hang=True)
+@pytest.mark.parametrize("failure", [Reply(201, hang=True), Reply(500, "oops")])
+def test_a_send_that_may_have_been_processed_is_resent_with_its_deduplication_id(
+    fake, sleeps, failure
+):
+    fake.script.append(failure)
     fake.default = accept_all
     results = provider(fake, sleeps, timeout=0.2).send_batch(TWO, "x", None)
     assert all(r.accepted for r in results)
     first, second = fake.requests
     assert first.query["deduplication-id"] == second.query["deduplication-id"]
+    assert first.body == second.body and len(sleeps) == 1
 
 
 def test_batches_get_different_deduplication_ids(fake, sleeps):
@@ -213,4 +199,25 @@ def test_sendsms_when_bulksms_has_no_credits(fake, make_app, db):
     assert (body["sendSuccess"], body["statusDescription"]) == (False, "Error 403: Out of credit")
     assert rows(db, "SELECT status, errorcode, reason FROM sms") == [
         ("failed", "403", "Out of credit")
+    ]
+
+
+def test_poll_status_through_bulksms(fake, make_app, db):
+    kinds = {
+        "1": {"id": "DELIVERED.null", "type": "DELIVERED"},
+        "2": {"id": "FAILED.EXPIRED", "type": "FAILED", "subtype": "EXPIRED"},
+        "3": {"id": "SENT.null", "type": "SENT"},
+    }
+    fake.default = lambda request: (
+        bulksms_accepts(request)
+        if request.method == "POST"
+        else Reply(200, {"id": request.path[-1], "status": kinds[request.path[-1]]})
+    )
+    app = make_app(bulksms_config(fake))
+    send(app)
+    poll(app)
+    assert [(s, c) for _, s, c in outcomes(db)] == [
+        ("delivered", "DELIVERED.null"),
+        ("failed", "FAILED.EXPIRED"),
+        ("sent", None),
     ]

@@ -4,15 +4,15 @@ import pytest
 
 from messaging.errors import ProviderError, ReceiptRejected
 from messaging.providers.base import Receipt, Recipient
-from messaging.providers.clickatell import Clickatell
 from tests.conftest import base_config, rows
-from tests.providers.conftest import settings
+from tests.providers.conftest import outcomes, plugin, poll, send
+from tests.providers.fakes import Reply, clickatell_accepts
 
 TWO = [Recipient("27830000001", "11"), Recipient("27830000002", "12")]
 
 
 def provider(fake, sleeps, **values):
-    return Clickatell(settings(fake, "Clickatell", **values), sleep=sleeps.append)
+    return plugin("Clickatell", fake, sleeps, **values)
 
 
 def accepted(to, api_id):
@@ -71,40 +71,6 @@ def test_out_of_credit_refuses_the_whole_batch(fake, sleeps):
     with pytest.raises(ProviderError) as caught:
         provider(fake, sleeps).send_batch(TWO, "x", None)
     assert caught.value.message == "Error 301: Out of credit"
-
-
-def test_a_503_is_retried_after_a_backoff_then_succeeds(fake, sleeps):
-    fake.reply(503, "busy").reply(
-        202, {"data": {"message": [accepted("27830000001", "a1"), accepted("27830000002", "a2")]}}
-    )
-    results = provider(fake, sleeps).send_batch(TWO, "x", None)
-    assert all(r.accepted for r in results)
-    assert len(fake.requests) == 2 and fake.requests[0].body == fake.requests[1].body
-    assert len(sleeps) == 1 and 0.5 <= sleeps[0] <= 1.0
-
-
-def test_429_waits_for_retry_after(fake, sleeps):
-    fake.reply(429, "slow down", {"Retry-After": "7"}).reply(
-        202, {"data": {"message": [accepted("27830000001", "a1"), accepted("27830000002", "a2")]}}
-    )
-    assert all(r.accepted for r in provider(fake, sleeps).send_batch(TWO, "x", None))
-    assert sleeps == [7.0]
-
-
-def test_provider_down_after_every_retry_fails_the_batch(fake, sleeps):
-    for _ in range(3):
-        fake.reply(503, "down")
-    with pytest.raises(ProviderError) as caught:
-        provider(fake, sleeps).send_batch(TWO, "x", None)
-    assert caught.value.message == "Error 503: Provider unavailable"
-    assert len(fake.requests) == 3
-
-
-def test_read_timeout_is_not_resent_and_the_outcome_is_unknown(fake, sleeps):
-    fake.reply(202, hang=True)
-    results = provider(fake, sleeps, timeout=0.2).send_batch(TWO, "x", None)
-    assert len(fake.requests) == 1
-    assert [(r.accepted, r.reason) for r in results] == [(False, "provider outcome unknown")] * 2
 
 
 @pytest.mark.parametrize(
@@ -185,3 +151,28 @@ def test_sendsms_when_clickatell_is_out_of_credit_answers_the_error(fake, make_a
     assert rows(db, "SELECT status, errorcode, reason FROM sms") == [
         ("failed", "301", "Out of credit")
     ]
+
+
+def test_poll_status_through_clickatell(fake, make_app, db):
+    codes = {"c1": "004", "c2": "005", "c3": "002"}
+
+    def answer(request):
+        if request.method == "POST":
+            return clickatell_accepts(request)
+        api_id = request.path.rsplit("/", 1)[1]
+        return Reply(200, {"data": {"apiMessageId": api_id, "messageStatus": codes[api_id]}})
+
+    fake.default = answer
+    app = make_app(base_config(name="Clickatell", token="t", url=fake.url))
+    send(app)
+    assert "checked 3, delivered 1, failed 1, still in flight 1" in poll(app)
+    assert outcomes(db) == [
+        ("27830000001", "delivered", "004"),
+        ("27830000002", "failed", "005"),
+        ("27830000003", "sent", None),
+    ]
+    assert {r.path for r in fake.requests if r.method == "GET"} == {
+        "/rest/message/c1",
+        "/rest/message/c2",
+        "/rest/message/c3",
+    }

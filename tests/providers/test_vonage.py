@@ -6,17 +6,14 @@ from messaging.errors import ProviderError, ReceiptRejected
 from messaging.providers.base import Receipt, Recipient
 from messaging.providers.vonage import Vonage
 from tests.conftest import base_config, rows
-from tests.providers.conftest import settings
-from tests.providers.fakes import Reply
+from tests.providers.conftest import outcomes, plugin, poll, send, settings
+from tests.providers.fakes import Reply, vonage_accepts
 
 TWO = [Recipient("447700900001", "11"), Recipient("447700900002", "12")]
 
 
 def provider(fake, sleeps, **values):
-    values.setdefault("options", {"apiKey": "key1"})
-    # Unthrottled, so the only sleeps recorded are backoffs (the throttle has its own test).
-    values.setdefault("max_requests_per_second", 1e9)
-    return Vonage(settings(fake, "Vonage", **values), sleep=sleeps.append)
+    return plugin("Vonage", fake, sleeps, **values)
 
 
 def ok(to, count=1):
@@ -101,34 +98,6 @@ def test_partner_quota_violation_is_out_of_credit(fake, sleeps):
     assert caught.value.message == "Error 9: Out of credit"
 
 
-def test_throttled_status_is_retried(fake, sleeps):
-    fake.reply(200, error("1", "Throughput Rate Exceeded"))
-    fake.default = by_number
-    [result] = provider(fake, sleeps).send_batch(TWO[:1], "x", "IMQS")
-    assert result.accepted and len(fake.requests) == 2 and len(sleeps) == 1
-
-
-def test_a_503_is_retried_then_succeeds(fake, sleeps):
-    fake.reply(503, "busy")
-    fake.default = by_number
-    [result] = provider(fake, sleeps).send_batch(TWO[:1], "x", "IMQS")
-    assert result.accepted and len(fake.requests) == 2
-
-
-def test_429_waits_for_retry_after(fake, sleeps):
-    fake.reply(429, "slow", {"Retry-After": "1"})
-    fake.default = by_number
-    [result] = provider(fake, sleeps).send_batch(TWO[:1], "x", "IMQS")
-    assert result.accepted and sleeps == [1.0]
-
-
-def test_read_timeout_is_not_resent(fake, sleeps):
-    fake.reply(200, hang=True)
-    [result] = provider(fake, sleeps, timeout=0.2).send_batch(TWO[:1], "x", "IMQS")
-    assert len(fake.requests) == 1
-    assert (result.accepted, result.reason) == (False, "provider outcome unknown")
-
-
 def test_default_throttle_is_vonages_30_requests_a_second(fake, sleeps):
     default = Vonage(settings(fake, "Vonage", options={"apiKey": "key1"}))
     assert default.throttle.interval == pytest.approx(1 / 30)
@@ -194,4 +163,25 @@ def test_sendsms_through_vonage(fake, make_app, db):
     assert rows(db, "SELECT providerid, status, errorcode, reason FROM sms ORDER BY id") == [
         ("0A01-0", "sent", None, None),
         (None, "failed", "3", "Invalid to number"),
+    ]
+
+
+def test_no_poll_and_delivery_receipts_update_the_message(fake, make_app, db):
+    fake.default = vonage_accepts
+    config = base_config(
+        name="Vonage",
+        token="s",
+        url=fake.url,
+        options={"apiKey": "k", "callbackSecret": "s3"},
+        **{"from": "IMQS"},
+    )
+    app = make_app(config)
+    client = send(app)
+    assert "has no status query" in poll(app)
+    receipt = {"messageId": "V1", "status": "delivered", "err-code": "0", "client-ref": "1"}
+    assert client.post("/callbacks/vonage?secret=s3", json=receipt).status_code == 200
+    assert [(s, c) for _, s, c in outcomes(db)] == [
+        ("delivered", "0"),
+        ("sent", None),
+        ("sent", None),
     ]

@@ -4,16 +4,15 @@ import pytest
 
 from messaging.errors import ProviderError, ReceiptRejected
 from messaging.providers.base import Receipt, Recipient
-from messaging.providers.clickatell_one import ClickatellOne
 from tests.conftest import base_config, rows
-from tests.providers.conftest import settings
+from tests.providers.conftest import outcomes, plugin, poll, send
 from tests.providers.fakes import Reply
 
 TWO = [Recipient("27830000001", "11"), Recipient("27830000002", "12")]
 
 
 def provider(fake, sleeps, **values):
-    return ClickatellOne(settings(fake, "ClickatellOne", **values), sleep=sleeps.append)
+    return plugin("ClickatellOne", fake, sleeps, **values)
 
 
 def accepted(to, api_id):
@@ -147,58 +146,11 @@ def test_insufficient_balance_is_out_of_credit(fake, sleeps):
     assert caught.value.message == "Error 20: Out of credit"
 
 
-def test_a_503_is_retried_then_succeeds(fake, sleeps):
-    fake.reply(503, "busy").reply(202, BOTH)
-    assert all(r.accepted for r in provider(fake, sleeps).send_batch(TWO, "x", None))
-    assert len(fake.requests) == 2 and len(sleeps) == 1
-
-
-def test_429_waits_for_retry_after(fake, sleeps):
-    fake.reply(
-        429,
-        {"messages": [], "error": {"code": 43, "description": "Rate limit"}},
-        {"Retry-After": "3"},
-    )
-    fake.reply(202, BOTH)
-    assert all(r.accepted for r in provider(fake, sleeps).send_batch(TWO, "x", None))
-    assert sleeps == [3.0]
-
-
-RATE_LIMITED = {"messages": [], "error": {"code": 43, "description": "Rate limit exceeded"}}
-
-
-def test_rate_limit_error_43_in_a_400_is_retried_like_a_429(fake, sleeps):
-    fake.reply(400, RATE_LIMITED).reply(202, BOTH)
-    assert all(r.accepted for r in provider(fake, sleeps).send_batch(TWO, "x", None))
-    assert len(fake.requests) == 2 and len(sleeps) == 1
-
-
-def test_rate_limit_through_every_retry_refuses_the_batch_as_rate_limited(fake, sleeps):
-    fake.reply(400, RATE_LIMITED).reply(400, RATE_LIMITED)
-    with pytest.raises(ProviderError) as caught:
-        provider(fake, sleeps, retries=1).send_batch(TWO, "x", None)
-    assert caught.value.message == "Error 43: Rate limit exceeded"
-    assert len(fake.requests) == 2
-
-
 def test_other_400_errors_are_not_retried(fake, sleeps):
     fake.reply(400, {"messages": [], "error": {"code": 22, "description": "Too many"}})
     with pytest.raises(ProviderError):
         provider(fake, sleeps).send_batch(TWO, "x", None)
     assert len(fake.requests) == 1 and sleeps == []
-
-
-def test_read_timeout_is_not_resent(fake, sleeps):
-    fake.reply(202, hang=True)
-    results = provider(fake, sleeps, timeout=0.2).send_batch(TWO, "x", None)
-    assert len(fake.requests) == 1
-    assert {r.reason for r in results} == {"provider outcome unknown"}
-
-
-def test_a_500_after_sending_is_not_resent(fake, sleeps):
-    fake.reply(500, "oops")
-    results = provider(fake, sleeps).send_batch(TWO, "x", None)
-    assert len(fake.requests) == 1 and not any(r.accepted for r in results)
 
 
 @pytest.mark.parametrize(
@@ -352,3 +304,15 @@ def test_sendsms_with_a_bad_key_answers_the_error(fake, make_app, db):
         "Error 1: Invalid or missing API key",
     )
     assert rows(db, "SELECT status, errorcode FROM sms") == [("failed", "1")]
+
+
+def test_poll_status_through_clickatell_one(fake, make_app, db):
+    fake.default = one_api({"id-27830000001": "DEVICE_ACK", "id-27830000002": "EXPIRED"})
+    app = make_app(base_config(name="ClickatellOne", token="t", url=fake.url))
+    send(app)
+    poll(app)
+    assert [(s, c) for _, s, c in outcomes(db)] == [
+        ("delivered", "DEVICE_ACK"),
+        ("failed", "EXPIRED"),
+        ("sent", None),
+    ]
