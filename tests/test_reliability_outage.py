@@ -110,9 +110,7 @@ def test_provider_errors_are_recorded_per_recipient_with_their_reason(
     assert rows(db, "SELECT failed, sent, status FROM sendlog") == [(2, 0, "failed")]
 
 
-def test_a_503_was_not_processed_so_the_batch_goes_again_after_a_back_off(
-    make_app, db, clickatell
-):
+def test_a_503_was_not_processed_so_the_batch_goes_again_after_a_back_off(make_app, db, clickatell):
     clickatell.script.append(Reply(503, "busy"))
     client = make_app(clickatell_config(clickatell.url, retryWindow="1m")).test_client()
 
