@@ -41,6 +41,7 @@ from messaging.queries.reconcile import (
 )
 from messaging.queries.sends import mark_failed, mark_sent
 from messaging.service import Services
+from messaging.settings import call_budget
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +49,11 @@ NEVER_DISPATCHED = "interrupted before dispatch"
 # A send is silent at most one provider call (timeout x attempts, plus back-off) while it
 # works; poll-status reconciles sends silent this long, or twice that call if longer.
 DEFAULT_OLDER_THAN = 300.0
-BACKOFF_ALLOWANCE = 30.0
 
 
 def default_older_than(services: Services) -> float:
     """Seconds of silence after which a send is taken for interrupted (poll-status's default)."""
-    settings = services.config.provider
-    call = settings.timeout * (settings.retries + 1) + BACKOFF_ALLOWANCE * settings.retries
-    return max(DEFAULT_OLDER_THAN, 2 * call)
+    return max(DEFAULT_OLDER_THAN, 2 * call_budget(services.config.provider))
 
 
 @dataclass

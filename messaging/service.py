@@ -7,14 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from messaging import metrics
-from messaging.config import Config
 from messaging.db import Database
 from messaging.errors import Conflict, InvalidInput, NotFound, ProviderError, ServiceUnavailable
-from messaging.msisdn import Normaliser
-from messaging.providers.base import FAILED, Provider, Recipient
+from messaging.providers.base import FAILED, Recipient
 from messaging.queries.sends import count_accepted, find_send, finish_send, record_batch, start_send
 from messaging.queries.status import apply_status_updates, latest_message
 from messaging.segments import count_segments
+from messaging.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +26,6 @@ CLOSED_BY_RECONCILE = (
     "",
     "Send closed by reconcile as interrupted while a batch was at the provider",
 )
-
-
-@dataclass
-class Services:
-    """What a request, a command or `flask shell` needs: built once per process."""
-
-    config: Config
-    db: Database
-    provider: Provider
-    normaliser: Normaliser
 
 
 @dataclass(frozen=True)
