@@ -90,12 +90,7 @@ def send_sms():
         (see `/sends/{refNumber}`); repeat later for its answer.
     errors: [406, 413, 500]
     post:
-      requestBody:
-        required: true
-        description: JSON, or form data.
-        content:
-          application/json: {schema: SendSmsRequest}
-          application/x-www-form-urlencoded: {schema: SendSmsRequest}
+      body: SendSmsRequest
     get:
       summary: Send one text to a list of numbers (query parameters)
       parameters:
@@ -181,12 +176,7 @@ def send_report(refNumber):  # the API's name for it, as in every answer
 def normalize():
     """Clean a list of numbers.
     ---
-    requestBody:
-      required: true
-      description: JSON, or form data.
-      content:
-        application/json: {schema: NormalizeRequest}
-        application/x-www-form-urlencoded: {schema: NormalizeRequest}
+    body: NormalizeRequest
     responses:
       200:
         description: >-

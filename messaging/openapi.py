@@ -4,8 +4,9 @@ Paths and methods come from the app's url map; each operation's summary and desc
 from its view's docstring, and its parameters and answers from the YAML after `---` in
 that docstring (apispec's convention), where parameters and bodies name the marshmallow
 schemas of `schemas.py`. Keys of that YAML apply to every method of the route, except
-under a method's own key (`get:`), which adds to them for that method. Two shorthands:
-an answer given as a string is a JSON error answer with that description, and
+under a method's own key (`get:`), which adds to them for that method. Three shorthands:
+`body: SendSmsRequest` is a request body in JSON or form data (api.request_fields reads
+both), an answer given as a string is a JSON error answer with that description, and
 `errors: [406, 500]` adds the shared error answers of `ERRORS`. A view not marked
 `@public` is documented as needing credentials, with its 401 and 503 answers.
 """
@@ -23,6 +24,7 @@ from messaging.auth import is_public
 TITLE = "messaging"
 OPENAPI_VERSION = "3.0.3"
 METHODS = ("get", "post", "put", "patch", "delete")
+BODY_TYPES = ("application/json", "application/x-www-form-urlencoded")
 
 DESCRIPTION = """An SMS gateway: send one text to many mobile numbers, track each delivery.
 
@@ -167,6 +169,13 @@ def operation(rule, view, method: str) -> dict:
         found["security"] = SECURED
         codes += [401, 503]
     found.pop("errors", None)
+    body = found.pop("body", None)
+    if body is not None:
+        found["requestBody"] = {
+            "required": True,
+            "description": "JSON, or form data.",
+            "content": {kind: {"schema": body} for kind in BODY_TYPES},
+        }
     responses.update({code: ERRORS[code] for code in codes if code not in responses})
     found["responses"] = {str(code): _answer(answer) for code, answer in sorted(responses.items())}
     return found

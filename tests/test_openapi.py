@@ -89,6 +89,10 @@ def test_the_document_takes_parameters_and_bodies_from_the_schemas(client):
     assert send["summary"] == "Send one text to a list of numbers"
     assert send["description"].startswith("Numbers are cleaned and de-duplicated")
     assert [p["name"] for p in send["parameters"]] == ["Idempotency-Key", "X-Request-ID"]
+    assert send["requestBody"]["content"] == {
+        kind: {"schema": {"$ref": "#/components/schemas/SendSmsRequest"}}
+        for kind in ("application/json", "application/x-www-form-urlencoded")
+    }
     query = {p["name"]: p for p in spec["paths"]["/sendsms"]["get"]["parameters"]}
     assert {name: p["required"] for name, p in query.items() if p["in"] == "query"} == {
         "message": True,
