@@ -25,7 +25,7 @@ from messaging.config import Config  # noqa: E402
 from messaging.db import Database, apply_migrations, database_url  # noqa: E402
 from messaging.msisdn import Normaliser  # noqa: E402
 from messaging.providers.mock import MockProvider  # noqa: E402
-from messaging.service import Services  # noqa: E402
+from messaging.services import Services  # noqa: E402
 
 LOCAL_SERVER = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 PER_SEND = 1000

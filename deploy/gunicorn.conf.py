@@ -36,18 +36,20 @@ preload_app = True
 
 
 def _provider_budget() -> float:
-    """Longest a provider call may take: every attempt timing out, plus back-off."""
+    """Longest one provider call may take (settings.call_budget), from the config."""
     from messaging.config import ConfigError, load_config  # noqa: PLC0415 - after the env
+    from messaging.settings import call_budget  # noqa: PLC0415 - after the env
 
     try:
-        provider = load_config().provider
+        return call_budget(load_config().provider)
     except ConfigError:
         return 120.0  # the app itself will say what is wrong with the config
-    return provider.timeout * (provider.retries + 1) + 10 * provider.retries
 
 
-# A sync worker silent longer than `timeout` is killed: let a send of several batches
-# outlive the provider's own timeouts and retries (nginx's proxy_read_timeout matches).
+# A sync worker silent longer than `timeout` is killed. A request works on its send for
+# smsProvider.waitSeconds and then finishes the batch it has at the provider, so it can
+# take that plus one provider call with its retries; twice that call leaves room (nginx's
+# proxy_read_timeout is longer).
 timeout = max(300, int(_provider_budget() * 2))
 graceful_timeout = 60
 keepalive = 5

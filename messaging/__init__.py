@@ -5,11 +5,11 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from messaging import api, auth, cli, db, dispatch, logs, ops, receipts, web
-from messaging.config import Config, config_from_mapping, load_config
+from messaging import api, auth, cli, db, dispatch, logs, ops, receipts, services, web
+from messaging.config import config_from_mapping, load_config
 from messaging.msisdn import Normaliser
 from messaging.providers.base import load_provider
-from messaging.service import Services
+from messaging.settings import Config
 
 log = logging.getLogger(__name__)
 
@@ -23,26 +23,30 @@ def create_app(test_config: Config | Mapping | None = None) -> Flask:
     else:
         config = config_from_mapping(test_config)
 
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # no static files: /docs serves its own
     app.url_map.converters["anytext"] = web.AnyText
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     logs.init_app(app, config)
     for warning in config.warnings:
         log.warning("config: %s", warning)
-    database = db.init_app(app, config)
+    database = db.prepare(config)
     provider = load_provider(config.provider)
     dispatch.share_rate_limit(provider, database)
-    app.extensions["messaging"] = Services(
-        config=config,
-        db=database,
-        provider=provider,
-        normaliser=Normaliser(config.provider.countries, config.provider.mobile_only),
+    services.init_app(
+        app,
+        services.Services(
+            config=config,
+            db=database,
+            provider=provider,
+            normaliser=Normaliser(config.provider.countries, config.provider.mobile_only),
+        ),
     )
-    auth.init_app(app, config.authentication)
     web.register_error_handlers(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(receipts.bp)
-    ops.init_app(app)
+    ops.init_app(app, db.HealthCheck(database.dsn))
+    # After the request id and the metrics timer: a refused request is logged and timed too.
+    auth.init_app(app, auth.make_authenticator(config.authentication, database))
     cli.init_app(app)
     app.wsgi_app = web.CaseInsensitivePaths(app.wsgi_app)
     return app

@@ -1,37 +1,44 @@
-"""The HTTP API of the original service: thin views, load -> service -> dump."""
+"""The HTTP API of the original service: thin views, load -> service -> dump.
+
+Each view's docstring is its entry in /openapi.json (see openapi.py): the summary, the
+description, then (after `---`) its parameters and answers in apispec's YAML.
+"""
 
 import json
 import time
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from marshmallow import ValidationError
 
 from messaging import idempotency, sends, service
-from messaging.auth import authenticate
+from messaging.auth import public
 from messaging.errors import InvalidInput
-from messaging.schemas import NormalizeRequest, SendSmsRequest, SendSmsResponse, describe
+from messaging.schemas import (
+    NormalizeRequest,
+    PingResponse,
+    SendReport,
+    SendReportQuery,
+    SendSmsQuery,
+    SendSmsRequest,
+    SendSmsResponse,
+    SendSummary,
+    describe,
+)
+from messaging.services import current as services
 
 bp = Blueprint("api", __name__)
 
 NO_DATA = "Error: no data available"
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
-# Endpoints anyone may call (SPEC "HTTP API").
-OPEN_ENDPOINTS = {"api.ping"}
 
 send_request_schema = SendSmsRequest()
+send_query_schema = SendSmsQuery()
 normalize_request_schema = NormalizeRequest()
 send_response_schema = SendSmsResponse()
-
-
-def services() -> service.Services:
-    return current_app.extensions["messaging"]
-
-
-@bp.before_request
-def require_identity():
-    if request.endpoint in OPEN_ENDPOINTS:
-        return
-    g.identity = authenticate()
+send_report_query_schema = SendReportQuery()
+send_report_schema = SendReport()
+send_summary_schema = SendSummary()
+ping_response_schema = PingResponse()
 
 
 def request_fields() -> dict:
@@ -67,8 +74,42 @@ def load(schema, data: dict) -> dict:
 
 @bp.route("/sendsms", methods=["GET", "POST"])
 def send_sms():
-    fields = load(send_request_schema, request_fields())
-    send_at = service.parse_send_at(fields["send_at"])
+    """Send one text to a list of numbers.
+
+    Numbers are cleaned and de-duplicated; `validNumbers + invalidNumbers +
+    duplicateNumbers` is the number of entries given. The request works on its send for
+    up to smsProvider.waitSeconds and answers what is known: what is not sent by then
+    (`queuedNumbers`) goes on with the dispatchers. A provider-level failure (out of
+    credit, provider down past smsProvider.retryWindow, sending disabled) is still 200,
+    with `sendSuccess: false` and the reason in `statusDescription`; the send and every
+    recipient are recorded.
+    ---
+    parameters:
+      - {in: header, schema: IdempotencyHeader}
+      - {in: header, schema: PreferHeader}
+    responses:
+      200:
+        description: The send is recorded; `refNumber` finds it again.
+        content: {application/json: {schema: SendSmsResponse}}
+      202:
+        description: >-
+          Recorded and not sent yet (`Prefer: respond-async`, or a `sendAt` ahead);
+          `Location` is `/sends/{refNumber}`.
+        content: {application/json: {schema: SendSmsResponse}}
+      409: >-
+        The send of this Idempotency-Key is still in progress: `refNumber` names it
+        (see `/sends/{refNumber}`); repeat later for its answer.
+    errors: [406, 413, 500]
+    post:
+      body: SendSmsRequest
+    get:
+      summary: Send one text to a list of numbers (query parameters)
+      parameters:
+        - {in: query, schema: SendSmsQuery}
+    """
+    schema = send_query_schema if request.method == "GET" else send_request_schema
+    fields = load(schema, request_fields())
+    send_at = service.parse_send_at(fields.get("send_at"))
     respond_async = wants_async(request.headers.get("Prefer", ""))
 
     def send(claim=None) -> tuple[int, dict]:
@@ -76,7 +117,7 @@ def send_sms():
             services(),
             message=fields["message"],
             msisdns=fields["msisdns"],
-            sender=fields["sender"],
+            sender=fields.get("sender"),
             originator=g.identity.name,
             send_at=send_at,
             wait=0 if respond_async else None,
@@ -94,7 +135,7 @@ def send_sms():
         status, answer = send()
     else:
         request_fingerprint = idempotency.fingerprint(
-            fields["message"], fields["msisdns"], fields["sender"], fields["send_at"]
+            fields["message"], fields["msisdns"], fields.get("sender"), fields.get("send_at")
         )
         status, answer = idempotency.run_once(
             services().db, g.identity.name, key, request_fingerprint, send, answer_for_send
@@ -121,30 +162,92 @@ def wants_async(prefer: str) -> bool:
 
 @bp.route("/messagestatus/<anytext:msisdn>", methods=["GET"])
 def message_status(msisdn):
+    """Status of the newest message to a number.
+
+    The number is normalised first (`0830000000` finds `27830000000`). A message still
+    `sent` is asked about once at a provider that can answer.
+    ---
+    responses:
+      200:
+        description: "The status, or `Error: no data available`."
+        content:
+          text/plain:
+            schema:
+              type: string
+              enum: [queued, sent, delivered, failed, "Error: no data available"]
+    errors: [500]
+    """
     status = service.message_status(services(), msisdn)
     return Response(status or NO_DATA, mimetype="text/plain")
 
 
-@bp.route("/sends/<ref>", methods=["GET"])
-def send_report(ref):
-    page, page_size = sends.parse_paging(request.args.get("page"), request.args.get("pageSize"))
-    return jsonify(sends.send_report(services(), sends.parse_ref(ref), page, page_size))
+@bp.route("/sends/<refNumber>", methods=["GET"])
+def send_report(refNumber):  # the API's name for it, as in every answer
+    """One send and a page of its recipients with their status.
+    ---
+    parameters:
+      - {in: path, name: refNumber, description: as /sendsms answered it}
+      - {in: query, schema: SendReportQuery}
+    responses:
+      200:
+        description: The send and one page of recipients.
+        content: {application/json: {schema: SendReport}}
+      404: No send with that refNumber.
+    errors: [406, 500]
+    """
+    query = load(send_report_query_schema, request.args.to_dict())
+    report = sends.send_report(services(), sends.parse_ref(refNumber), **query)
+    return jsonify(send_report_schema.dump(report))
 
 
-@bp.route("/sends/<ref>/cancel", methods=["POST"])
-def cancel_send(ref):
-    ref_number = sends.parse_ref(ref)
-    service.cancel_send(services(), ref_number)
-    g.log_summary = f"ref={ref_number} cancelled"
-    return jsonify(sends.send_report(services(), ref_number, 1, sends.DEFAULT_PAGE_SIZE)["send"])
+@bp.route("/sends/<refNumber>/cancel", methods=["POST"])
+def cancel_send(refNumber):  # the API's name for it, as in every answer
+    """Cancel what of a send has not been handed to the provider.
+
+    Those recipients become `failed` with reason `cancelled`; a batch already at the
+    provider finishes as it will. Cancelling a cancelled send again answers the same.
+    ---
+    parameters:
+      - {in: path, name: refNumber, description: as /sendsms answered it}
+    responses:
+      200:
+        description: The send, as cancelled.
+        content: {application/json: {schema: SendSummary}}
+      404: No send with that refNumber.
+      409: The send is already finished.
+    errors: [406, 500]
+    """
+    ref = sends.parse_ref(refNumber)
+    service.cancel_send(services(), ref)
+    g.log_summary = f"ref={ref} cancelled"
+    report = sends.send_report(services(), ref, 1, 1)
+    return jsonify(send_summary_schema.dump(report.send))
 
 
 @bp.route("/normalize", methods=["POST"])
 def normalize():
+    """Clean a list of numbers.
+    ---
+    body: NormalizeRequest
+    responses:
+      200:
+        description: >-
+          Valid numbers in international digits without `+`, first occurrence order kept.
+        content: {application/json: {schema: {type: array, items: {type: string}}}}
+    errors: [406, 413, 500]
+    """
     fields = load(normalize_request_schema, request_fields())
     return jsonify(service.normalize(services(), fields["msisdns"]))
 
 
 @bp.route("/ping", methods=["GET"])
+@public
 def ping():
-    return jsonify({"Timestamp": int(time.time())})
+    """Liveness, as the original service answered it.
+    ---
+    responses:
+      200:
+        description: The server's clock.
+        content: {application/json: {schema: PingResponse}}
+    """
+    return jsonify(ping_response_schema.dump({"Timestamp": int(time.time())}))

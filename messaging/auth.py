@@ -1,4 +1,4 @@
-"""Authentication backends behind one function the views call: `authenticate()`.
+"""Authentication: every view asks for credentials unless it is marked `@public`.
 
 Both backends fail closed: anything but a clear yes is a 401, and a check that cannot
 be made (auth service down, slow or talking nonsense; database down) is a 503, never a
@@ -16,18 +16,18 @@ import re
 import secrets
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+import cachetools
 import requests
-from flask import current_app, request
+from flask import g, request
 
-from messaging.config import AuthSettings
 from messaging.db import Database
 from messaging.errors import InvalidInput, NotFound, ServiceUnavailable, Unauthorized
 from messaging.queries import api_keys
+from messaging.settings import AuthSettings
 
 log = logging.getLogger(__name__)
 
@@ -56,53 +56,6 @@ FORWARDED_HEADERS = ("Cookie", "Authorization")
 CACHE_MAX_ENTRIES = 10_000
 
 
-class TTLCache:
-    """A bounded, thread-safe map whose entries expire `ttl` seconds after they are stored.
-
-    Every entry lives for the same ttl, so insertion order is expiry order: the oldest
-    entries are the first to go, whether expired or pushed out when the map is full.
-    """
-
-    def __init__(
-        self,
-        ttl: float,
-        max_entries: int = CACHE_MAX_ENTRIES,
-        clock: Callable[[], float] = time.monotonic,
-    ):
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self.clock = clock
-        self._entries: OrderedDict[str, tuple[float, Identity]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> Identity | None:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            expires, value = entry
-            if self.clock() >= expires:
-                del self._entries[key]
-                return None
-            return value
-
-    def put(self, key: str, value: Identity) -> None:
-        if self.ttl <= 0:
-            return
-        with self._lock:
-            now = self.clock()
-            self._entries.pop(key, None)
-            while self._entries:
-                oldest_expiry, _ = next(iter(self._entries.values()))
-                if oldest_expiry > now and len(self._entries) < self.max_entries:
-                    break
-                self._entries.popitem(last=False)
-            self._entries[key] = (now + self.ttl, value)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
 class _RefuseCookies(http.cookiejar.DefaultCookiePolicy):
     """Keep no cookie the auth service sets: it would ride along on the next caller's check."""
 
@@ -128,10 +81,16 @@ class ServiceAuth:
     at once, and junk credentials cannot push good entries out of the bounded cache.
     """
 
-    def __init__(self, settings: AuthSettings, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        settings: AuthSettings,
+        clock: Callable[[], float] = time.monotonic,
+        cache_size: int = CACHE_MAX_ENTRIES,
+    ):
         self.settings = settings
         self.check_url = settings.url.rstrip("/") + "/auth2/check"
-        self.cache = TTLCache(settings.cache_seconds, clock=clock)
+        self.cache = cachetools.TTLCache(cache_size, settings.cache_seconds, timer=clock)
+        self._cache_lock = threading.Lock()  # cachetools' caches are not thread-safe
         self.session = requests.Session()
         # Forward exactly the caller's headers: without trust_env, requests would swap in
         # ~/.netrc credentials. Proxies from the environment are still honoured.
@@ -144,10 +103,12 @@ class ServiceAuth:
         if not forwarded:
             raise Unauthorized(UNAUTHORIZED)
         key = credentials_key(forwarded)
-        identity = self.cache.get(key)
+        with self._cache_lock:
+            identity = self.cache.get(key)
         if identity is None:
             identity = self.check(forwarded)
-            self.cache.put(key, identity)
+            with self._cache_lock:
+                self.cache[key] = identity
         return identity
 
     def check(self, forwarded: dict[str, str]) -> Identity:
@@ -312,9 +273,14 @@ def make_authenticator(settings: AuthSettings, database: Database | None = None)
     raise ValueError(f"authentication.service: unknown service {settings.service!r}")
 
 
-def authenticate() -> Identity:
-    """Check the current request's credentials; raise Unauthorized or ServiceUnavailable."""
-    return current_app.extensions["messaging.auth"].authenticate(request.headers)
+def public(view):
+    """Open a view to every caller: no credentials are asked for."""
+    view.public = True
+    return view
+
+
+def is_public(view) -> bool:
+    return getattr(view, "public", False)
 
 
 def exposure_warning(settings: AuthSettings, host: str) -> str | None:
@@ -337,7 +303,13 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may well resolve to a public address
 
 
-def init_app(app, settings: AuthSettings) -> None:
-    app.extensions["messaging.auth"] = make_authenticator(
-        settings, app.extensions.get("messaging.db")
-    )
+def init_app(app, authenticator) -> None:
+    """Ask every request for credentials, except those of views marked `@public`."""
+    app.extensions["messaging.auth"] = authenticator
+
+    @app.before_request
+    def require_identity():
+        view = app.view_functions.get(request.endpoint)
+        if view is None or is_public(view):  # no view: the answer is a 404 or 405 anyway
+            return
+        g.identity = app.extensions["messaging.auth"].authenticate(request.headers)

@@ -1,5 +1,6 @@
 """Commands (`flask --app messaging ...` or `messaging ...`): thin wrappers over service."""
 
+import contextlib
 import csv
 import functools
 import getpass
@@ -13,13 +14,12 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import click
-from flask import current_app
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
-from messaging import auth, db, dispatch, metrics, polling, reconcile, service
+from messaging import auth, db, dispatch, polling, reconcile, sends, service
 from messaging.config import ConfigError, parse_duration
 from messaging.errors import MessagingError
-from messaging.queries.reports import status_totals
+from messaging.services import current as services
 
 # AppGroup: every subcommand runs inside the app context.
 db_group = AppGroup("db", help="Database schema commands.")
@@ -28,11 +28,9 @@ db_group = AppGroup("db", help="Database schema commands.")
 @db_group.command("upgrade")
 def db_upgrade():
     """Apply pending migrations (start-up applies them too) and print the version."""
-    database = db.get_db()
+    database = services().db
     applied = db.apply_migrations(database)
-    with database.transaction() as cur:
-        cur.execute("SELECT version FROM migration_version")
-        version = cur.fetchone()[0]
+    version = db.schema_version(database)
     click.echo(f"applied {len(applied)} migration(s); schema version {version}")
 
 
@@ -44,7 +42,7 @@ api_key_group = AppGroup("api-key", help='API keys for authentication.service "a
 def api_key_create(name):
     """Issue a key called NAME (its sends' originator) and print it; it is shown only once."""
     try:
-        key = auth.create_api_key(db.get_db(), name)
+        key = auth.create_api_key(services().db, name)
     except MessagingError as err:
         raise click.ClickException(err.message) from None
     click.echo(f"created API key {name!r}; store it now, it cannot be shown again:", err=True)
@@ -54,7 +52,7 @@ def api_key_create(name):
 @api_key_group.command("list")
 def api_key_list():
     """List keys: name, created, last used, revoked (never a key or its hash)."""
-    keys = auth.list_api_keys(db.get_db())
+    keys = auth.list_api_keys(services().db)
     if not keys:
         click.echo("no API keys", err=True)
         return
@@ -73,7 +71,7 @@ def api_key_list():
 def api_key_revoke(name):
     """Revoke the key called NAME: it is refused from the next request on."""
     try:
-        newly = auth.revoke_api_key(db.get_db(), name)
+        newly = auth.revoke_api_key(services().db, name)
     except MessagingError as err:
         raise click.ClickException(err.message) from None
     click.echo(f"revoked API key {name!r}" if newly else f"API key {name!r} was already revoked")
@@ -123,16 +121,15 @@ def read_numbers(stream) -> list[str]:
 def send_command(message, numbers_file, sender, send_at, no_wait):
     """Send MESSAGE to every number in a CSV file and print the refNumber."""
     numbers = read_numbers(numbers_file)
-    services = current_app.extensions["messaging"]
     originator = f"cli:{getpass.getuser()}"
     try:
         when = service.parse_send_at(send_at)
         if when is not None or no_wait:
             outcome = service.send_sms(
-                services, message, numbers, sender, originator, send_at=when, wait=0
+                services(), message, numbers, sender, originator, send_at=when, wait=0
             )
         else:
-            outcome = _send_with_progress(services, message, numbers, sender, originator)
+            outcome = _send_with_progress(message, numbers, sender, originator)
     except MessagingError as err:
         raise click.ClickException(err.message) from None
     click.echo(
@@ -151,13 +148,13 @@ def send_command(message, numbers_file, sender, send_at, no_wait):
         raise SystemExit(1)
 
 
-def _send_with_progress(services, message, numbers, sender, originator):
+def _send_with_progress(message, numbers, sender, originator):
     """Send and stay until every recipient is settled, with a progress bar: the command
     works on the send itself beside any dispatchers, however long it takes."""
     progress = click.progressbar(length=len(numbers), label="sending", file=sys.stderr)
     with progress as bar:
         return service.send_sms(
-            services, message, numbers, sender, originator, wait=math.inf, on_recorded=bar.update
+            services(), message, numbers, sender, originator, wait=math.inf, on_recorded=bar.update
         )
 
 
@@ -187,9 +184,8 @@ def stats_command(since, until):
     start = parse_time(since, "--since") or end - timedelta(days=1)
     if start >= end:
         raise click.BadParameter("--since must be before --until", param_hint="--since")
-    with db.get_db().transaction() as cur:
-        totals, sends = status_totals(cur, start, end)
-    click.echo(f"sends from {start:%Y-%m-%d %H:%M:%S} to {end:%Y-%m-%d %H:%M:%S} UTC: {sends}")
+    totals, count = sends.message_totals(services().db, start, end)
+    click.echo(f"sends from {start:%Y-%m-%d %H:%M:%S} to {end:%Y-%m-%d %H:%M:%S} UTC: {count}")
     for status in ("delivered", "failed", "sent", "queued"):
         click.echo(f"{status:<10} {totals[status]:>10}")
     click.echo(f"{'total':<10} {sum(totals.values()):>10}")
@@ -221,23 +217,14 @@ def poll_status(every, window):
 
     Exits 1 when the provider or the database failed.
     """
-    services = current_app.extensions["messaging"]
-    settings = services.config.delivery_status
+    settings = services().config.delivery_status
     if not settings.enabled:
         click.echo("poll-status: status polling is disabled (deliveryStatus.enabled is false)")
         return
-    provider = services.provider
-    if not provider.can_query_status:
-        _reconcile_before_polling(services)
-        click.echo(
-            f"poll-status: {provider.name} has no status query; its delivery receipts "
-            f"arrive at POST /callbacks/{provider.name}"
-        )
-        return
     window_seconds = _duration(window, "--window") if window else None
     if every is None:
-        summary = _poll_once(services, window_seconds)
-        click.get_current_context().exit(0 if summary.ok else 1)
+        summary = _poll_once(window_seconds)
+        click.get_current_context().exit(0 if summary is None or summary.ok else 1)
     interval = settings.update_interval
     if every != EVERY_FROM_CONFIG:
         interval = _duration(every, "--every")
@@ -245,7 +232,8 @@ def poll_status(every, window):
     try:
         while True:
             began = time.monotonic()
-            _poll_once(services, window_seconds)
+            if _poll_once(window_seconds) is None:
+                return
             time.sleep(max(0.0, interval - (time.monotonic() - began)))
     except KeyboardInterrupt:
         click.echo("poll-status: stopped")
@@ -258,34 +246,30 @@ def _duration(text: str, option: str) -> float:
         raise click.BadParameter(str(err), param_hint=option) from None
 
 
-def _poll_once(services, window_seconds) -> polling.PollSummary:
-    """One run; a progress bar on a terminal when there is much to do."""
-    _reconcile_before_polling(services)
-    due = 0
-    if sys.stdout.isatty():
-        try:
-            due = polling.due_count(services, window_seconds)
-        except MessagingError:
-            due = 0  # the run itself reports the database failure
-    if due >= PROGRESS_FROM:
-        with click.progressbar(length=due, label="poll-status") as bar:
-            summary = polling.poll(services, window_seconds, progress=bar.update)
+def _poll_once(window_seconds) -> polling.PollSummary | None:
+    """One run, reported as it goes; a progress bar on a terminal when there is much to do."""
+    with contextlib.ExitStack() as bars:
+
+        def progress_bar(due: int):
+            if due < PROGRESS_FROM:
+                return None
+            return bars.enter_context(click.progressbar(length=due, label="poll-status")).update
+
+        summary = polling.reconcile_then_poll(
+            services(),
+            window_seconds,
+            report=click.echo,
+            progress=progress_bar if sys.stdout.isatty() else None,
+        )
+    if summary is None:
+        name = services().provider.name
+        click.echo(
+            f"poll-status: {name} has no status query; its delivery receipts "
+            f"arrive at POST /callbacks/{name}"
+        )
     else:
-        summary = polling.poll(services, window_seconds)
-    metrics.record_poll_run(summary)
-    click.echo(summary.line())
-    return summary
-
-
-def _reconcile_before_polling(services) -> None:
-    """Settle batches a dead dispatcher left at the provider; say so if any."""
-    try:
-        summary = reconcile.reconcile(services)
-    except MessagingError as err:
-        click.echo(f"reconcile: stopped: {err.message}")  # the poll run reports it too
-        return
-    if summary.batches or summary.errors:
         click.echo(summary.line())
+    return summary
 
 
 @click.command("reconcile")
@@ -306,9 +290,8 @@ def reconcile_command(older_than):
     up, else failed, "provider outcome unknown". Batches never handed over are left to
     the dispatchers. Exits 1 if a provider lookup failed.
     """
-    services = current_app.extensions["messaging"]
     try:
-        summary = reconcile.reconcile(services, older_than)
+        summary = reconcile.reconcile(services(), older_than)
     except MessagingError as err:
         raise click.ClickException(err.message) from None
     click.echo(summary.line())
@@ -332,8 +315,7 @@ def reconcile_command(older_than):
 def dispatch_command(concurrency, until_idle):
     """Send recorded batches to the provider until stopped (SIGTERM or Ctrl-C finish the
     batches in flight, record them, and exit). Run any number, on any number of hosts."""
-    services = current_app.extensions["messaging"]
-    dispatcher = dispatch.Dispatcher(services, concurrency=concurrency)
+    dispatcher = dispatch.Dispatcher(services(), concurrency=concurrency)
 
     def stop(signum, frame):
         click.echo(f"dispatch: {signal.Signals(signum).name}: finishing the batches in flight")
@@ -343,7 +325,7 @@ def dispatch_command(concurrency, until_idle):
         signal.signal(signum, stop)
     click.echo(
         f"dispatch: {dispatcher.name}, {dispatcher.concurrency} at once, "
-        f"provider {services.provider.name}" + ("; until idle" if until_idle else "")
+        f"provider {services().provider.name}" + ("; until idle" if until_idle else "")
     )
     if until_idle:
         dispatcher.idle_exit = True
@@ -373,25 +355,25 @@ def query_modules() -> SimpleNamespace:
 
 def shell_context() -> dict:
     """Preload the service objects into `flask shell`."""
-    services = current_app.extensions["messaging"]
+    current = services()
 
     def sql(query: str, *params) -> list[tuple]:
         """Run one SQL statement in its own transaction; return its rows (if any)."""
-        with services.db.transaction() as cur:
+        with current.db.transaction() as cur:
             cur.execute(query, params)
             return cur.fetchall() if cur.description else []
 
     return {
-        "services": services,
-        "config": services.config,
-        "db": services.db,
+        "services": current,
+        "config": current.config,
+        "db": current.db,
         "sql": sql,
-        "provider": services.provider,
+        "provider": current.provider,
         "service": service,
         "queries": query_modules(),
-        "send_sms": functools.partial(service.send_sms, services),
-        "message_status": functools.partial(service.message_status, services),
-        "normalize": functools.partial(service.normalize, services),
+        "send_sms": functools.partial(service.send_sms, current),
+        "message_status": functools.partial(service.message_status, current),
+        "normalize": functools.partial(service.normalize, current),
     }
 
 

@@ -16,9 +16,18 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
+
+from messaging.settings import (
+    AuthSettings,
+    Config,
+    DatabaseSettings,
+    DeliveryStatusSettings,
+    OptionMap,
+    ProviderSettings,
+)
 
 CONFIG_ENV = "MESSAGING_CONFIG"
 DATABASE_URL_ENV = "MESSAGING_DATABASE_URL"
@@ -32,114 +41,6 @@ class ConfigError(ValueError):
         # Operators read this in a single log line; never let a newline split it.
         super().__init__(" ".join(message.splitlines()))
         self.key = key
-
-
-class OptionMap(Mapping[str, str]):
-    """Read-only string map whose lookups ignore key case, like every other config key."""
-
-    def __init__(self, items: Iterable[tuple[str, str]] = ()):
-        self._items = dict(items)
-        self._by_lower = {key.lower(): key for key in self._items}
-
-    def __getitem__(self, key: str) -> str:
-        try:
-            return self._items[self._by_lower[key.lower()]]
-        except (KeyError, AttributeError):
-            raise KeyError(key) from None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __hash__(self) -> int:
-        # Keeps the frozen settings objects hashable (usable as cache keys).
-        return hash(frozenset(self._items.items()))
-
-    def __repr__(self) -> str:
-        # Option values are often API secrets: show only the keys.
-        return f"OptionMap(keys={sorted(self._items)!r})"
-
-
-@dataclass(frozen=True)
-class ProviderSettings:
-    name: str = "MockProvider"
-    enabled: bool = True
-    token: str = field(default="", repr=False)
-    max_message_segments: int = 10
-    max_batch_size: int = 500
-    countries: tuple[str, ...] = ("ZA",)
-    max_recipients: int = 100_000
-    url: str | None = None
-    sender: str | None = None
-    timeout: float = 30.0
-    retries: int = 3
-    # The original passed every number valid for the country (landlines too).
-    mobile_only: bool = False
-    # Replace look-alike characters (typographic quotes, dashes...) with GSM-7 ones.
-    smart_encoding: bool = True
-    # How long POST /sendsms waits for its send before answering with what is known.
-    wait_seconds: float = 10.0
-    # Provider requests one send may have in flight at once.
-    max_concurrent_requests: int = 4
-    # How long a provider that is down or refusing for now is retried before giving up.
-    retry_window: float = 3600.0
-    # Sends with fewer recipients go ahead of bulk batches.
-    bulk_threshold: int = 100
-    custom1: str = field(default="", repr=False)
-    custom2: str = field(default="", repr=False)
-    custom3: str = field(default="", repr=False)
-    max_requests_per_second: float | None = None
-    options: Mapping[str, str] = field(default_factory=OptionMap, repr=False)
-
-
-@dataclass(frozen=True)
-class AuthSettings:
-    service: str = "serviceauth"
-    enabled: bool = False
-    url: str = "http://127.0.0.1"
-    permission: str = "4"
-    cache_seconds: float = 30.0
-    timeout: float = 5.0
-    # A caller holding this permission (serviceauth role) sees every caller's sends.
-    admin_permission: str | None = None
-    # Origins a cookie-authenticated browser may send from (besides same-site).
-    allowed_origins: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class DeliveryStatusSettings:
-    enabled: bool = True
-    update_interval: float = 900.0
-    window: float = 1800.0
-
-
-@dataclass(frozen=True)
-class DatabaseSettings:
-    driver: str = "embedded"
-    host: str = "localhost"
-    port: int = 5432
-    database: str = "messaging"
-    user: str = ""
-    password: str = field(default="", repr=False)
-    ssl: bool = False
-    data_dir: str = "var/pgdata"
-
-
-@dataclass(frozen=True)
-class Config:
-    http_port: int = 2016
-    logfile: str = ""
-    log_format: str = "text"
-    max_body_bytes: int = 10 * 1024 * 1024
-    provider: ProviderSettings = field(default_factory=ProviderSettings)
-    authentication: AuthSettings = field(default_factory=AuthSettings)
-    delivery_status: DeliveryStatusSettings = field(default_factory=DeliveryStatusSettings)
-    database: DatabaseSettings = field(default_factory=DatabaseSettings)
-    database_url: str | None = field(default=None, repr=False)
-    # One line per unknown key the file gave (loaded and ignored); logged at start-up.
-    warnings: tuple[str, ...] = ()
 
 
 # --- value parsers: each takes (value, dotted key path) and returns the typed value ---

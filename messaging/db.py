@@ -1,4 +1,5 @@
-"""PostgreSQL: where the database is, a per-process connection pool, and migrations."""
+"""PostgreSQL: where the database is, a per-process connection pool, its health check, and
+migrations."""
 
 import contextlib
 import logging
@@ -9,23 +10,25 @@ import threading
 import warnings
 from collections.abc import Iterator
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
-from flask import current_app
 from psycopg2 import sql
 
-from messaging.config import Config, DatabaseSettings
 from messaging.errors import ServiceUnavailable
+from messaging.settings import Config, DatabaseSettings
 
 log = logging.getLogger(__name__)
 
 # Any constant works; it only has to be the same in every process that migrates.
 MIGRATION_LOCK_ID = 727_001
 MIGRATION_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+# What Python itself may keep in the migrations folder.
+PACKAGE_FILES = {"__init__.py", "__pycache__"}
 CONNECT_OPTIONS = {"connect_timeout": 5, "application_name": "messaging"}
 
 
@@ -132,7 +135,8 @@ def ensure_url_database(url: str) -> None:
 
 
 def _first_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = str(err).strip()
+    return text.splitlines()[0].strip() if text else type(err).__name__
 
 
 class Database:
@@ -227,13 +231,79 @@ def _closed_by_server(conn) -> bool:
         return True
 
 
-def migration_files() -> list[tuple[int, str, str]]:
-    """Return (number, filename, sql) for every migration, in order."""
+# A load balancer may call /healthz every second: answer within a couple of seconds.
+HEALTH_CONNECT_TIMEOUT = 2
+HEALTH_STATEMENT_TIMEOUT_MS = 2000
+
+
+class HealthCheck:
+    """`SELECT 1` on one connection of its own, kept open between checks.
+
+    Apart from the request pool on purpose: a busy pool must not make the load
+    balancer wait, and the check costs one round trip, not a new connection.
+    """
+
+    def __init__(self, dsn: str):
+        self.dsn = dsn
+        self._conn = None
+        self._pid = None
+        self._lock = threading.Lock()
+
+    def database(self) -> str:
+        """Return "ok" or "unavailable: <why>" (never a password: libpq errors carry none)."""
+        with self._lock:
+            if self._pid != os.getpid():  # a forked copy must not share the socket
+                self._conn, self._pid = None, os.getpid()
+            kept = self._conn is not None
+            error = self._select_one()
+            if error is not None and kept:
+                # The kept connection may only be stale (the server restarted): a fresh try.
+                error = self._select_one()
+            if error is None:
+                return "ok"
+            log.warning("health check: database unavailable: %s", error)
+            return f"unavailable: {error}"
+
+    def _select_one(self) -> str | None:
+        """Run `SELECT 1`; return None, or why it failed (and drop the connection)."""
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg2.connect(
+                    self.dsn,
+                    connect_timeout=HEALTH_CONNECT_TIMEOUT,
+                    application_name="messaging-health",
+                    options=f"-c statement_timeout={HEALTH_STATEMENT_TIMEOUT_MS}",
+                )
+                self._conn.autocommit = True
+            with self._conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                cur.fetchone()
+            return None
+        except psycopg2.Error as err:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None
+            return _first_line(err)
+
+
+def migration_files(folder: Traversable | None = None) -> list[tuple[int, str, str]]:
+    """Return (number, filename, sql) for every migration, in order.
+
+    Every file of the folder must be named like 0001_create_sendlog.sql: a file named
+    otherwise (a typo, an editor's backup) is refused, not skipped, so no migration is
+    silently left out.
+    """
     found = []
-    for entry in resources.files("messaging.migrations").iterdir():
+    for entry in (folder or resources.files("messaging.migrations")).iterdir():
+        if entry.name in PACKAGE_FILES:
+            continue
         match = MIGRATION_FILE.match(entry.name)
-        if match:
-            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+        if not match:
+            raise RuntimeError(
+                f"migrations: {entry.name!r} is not a migration file name: expected four "
+                "digits, an underscore, lower-case words and .sql (0010_add_index.sql)"
+            )
+        found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
     found.sort()
     numbers = [number for number, _, _ in found]
     if len(set(numbers)) != len(numbers):
@@ -241,7 +311,7 @@ def migration_files() -> list[tuple[int, str, str]]:
     return found
 
 
-def apply_migrations(database: Database) -> list[str]:
+def apply_migrations(database: Database, folder: Traversable | None = None) -> list[str]:
     """Apply pending migrations in order, each once and in its own transaction.
 
     `migration_version(version)` is the original service's one-row table, so a
@@ -249,7 +319,7 @@ def apply_migrations(database: Database) -> list[str]:
     makes concurrent starts of several workers take turns.
     """
     applied = []
-    for number, name, text in migration_files():
+    for number, name, text in migration_files(folder):
         with database.transaction() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
             cur.execute("CREATE TABLE IF NOT EXISTS migration_version (version INTEGER)")
@@ -269,16 +339,17 @@ def apply_migrations(database: Database) -> list[str]:
     return applied
 
 
-def get_db() -> Database:
-    """Return the app's Database."""
-    return current_app.extensions["messaging.db"]
+def schema_version(database: Database) -> int:
+    """Return the number of the last migration applied (0 before the first)."""
+    with database.transaction() as cur:
+        cur.execute("SELECT max(version) FROM migration_version")
+        return cur.fetchone()[0] or 0
 
 
-def init_app(app, config: Config) -> Database:
-    """Resolve the database, apply migrations and attach the pool to the app."""
+def prepare(config: Config) -> Database:
+    """Resolve the database, apply migrations and return the pool."""
     database = Database(resolve_dsn(config))
     apply_migrations(database)
     # A preloading gunicorn master forks after this: leave no connection to inherit.
     database.close()
-    app.extensions["messaging.db"] = database
     return database

@@ -60,6 +60,7 @@ from messaging.queries.dispatch import (
     send_progress,
     take_rate_slot,
 )
+from messaging.settings import call_budget
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +77,6 @@ HEARTBEAT_SECONDS = 5.0
 # Back-off of a batch the provider refused for now: doubling from 1 s, at most a minute.
 FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 60.0
-BACKOFF_ALLOWANCE = 30.0
-
-
-def call_budget(settings) -> float:
-    """Longest one provider call may take: every attempt timing out, plus back-off."""
-    return settings.timeout * (settings.retries + 1) + BACKOFF_ALLOWANCE * settings.retries
 
 
 def lease_seconds(settings) -> float:

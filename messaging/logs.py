@@ -8,7 +8,7 @@ import uuid
 
 from flask import g, has_request_context, request
 
-from messaging.config import Config
+from messaging.settings import Config
 
 log = logging.getLogger("messaging.request")
 

@@ -1,41 +1,61 @@
-"""The OpenAPI 3 document of the service, generated from the marshmallow schemas (apispec).
+"""The OpenAPI 3 document of the service, generated from the app itself (apispec).
 
-Each endpoint's operations are written out here, next to each other, so a reader sees
-the whole API in one place; the request and response bodies come from `schemas.py`.
-`spec_for(app)` documents exactly the endpoints the app has registered.
+Paths and methods come from the app's url map; each operation's summary and description
+from its view's docstring, and its parameters and answers from the YAML after `---` in
+that docstring (apispec's convention), where parameters and bodies name the marshmallow
+schemas of `schemas.py`. Keys of that YAML apply to every method of the route, except
+under a method's own key (`get:`), which adds to them for that method. Three shorthands:
+`body: SendSmsRequest` is a request body in JSON or form data (api.request_fields reads
+both), an answer given as a string is a JSON error answer with that description, and
+`errors: [406, 500]` adds the shared error answers of `ERRORS`. A view not marked
+`@public` is documented as needing credentials, with its 401 and 503 answers.
 """
 
-from apispec import APISpec
+import copy
+import inspect
+import re
+
+from apispec import APISpec, yaml_utils
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from messaging import schemas
+from messaging.auth import is_public
 
 TITLE = "messaging"
 OPENAPI_VERSION = "3.0.3"
-# Static files of the docs page: part of /docs, not of the API.
-UNDOCUMENTED_ENDPOINTS = {"static", "ops.docs_file", "ops.docs_init"}
+METHODS = ("get", "post", "put", "patch", "delete")
+BODY_TYPES = ("application/json", "application/x-www-form-urlencoded")
 
 DESCRIPTION = """An SMS gateway: send one text to many mobile numbers, track each delivery.
 
 Paths match case-insensitively (`/sendSMS` = `/sendsms`). Every answer carries an
 `X-Request-ID` header (the caller's own, if it sent a tame one); every log line of that
-request carries it too. When authentication is enabled, every endpoint except `/ping`,
-`/healthz`, `/metrics`, `/openapi.json` and `/docs` needs credentials: the caller's
-cookie or `Authorization` header (serviceauth), or an API key (`X-API-Key` or
-`Authorization: Bearer`).
+request carries it too. When authentication is enabled, every endpoint except {open}
+needs credentials: the caller's cookie or `Authorization` header (serviceauth), or an
+API key (`X-API-Key` or `Authorization: Bearer`).
 """
 
-ERROR = "ErrorResponse"
-JSON_ERROR = {"content": {"application/json": {"schema": ERROR}}}
+SCHEMAS = (
+    "SendSmsRequest",
+    "SendSmsResponse",
+    "SendReport",
+    "ReceiptResponse",
+    "NormalizeRequest",
+    "PingResponse",
+    "HealthResponse",
+    "ErrorResponse",
+    "InternalErrorResponse",
+)
+JSON_ERROR = {"content": {"application/json": {"schema": "ErrorResponse"}}}
 ERRORS = {
-    "401": {"description": 'Not authenticated: `{"error": "User unauthorized"}`', **JSON_ERROR},
-    "406": {"description": "Bad input, named in the error. Nothing is sent.", **JSON_ERROR},
-    "413": {"description": "Body over the size limit (MaxBodyBytes).", **JSON_ERROR},
-    "500": {
+    401: {"description": 'Not authenticated: `{"error": "User unauthorized"}`', **JSON_ERROR},
+    406: {"description": "Bad input, named in the error. Nothing is sent.", **JSON_ERROR},
+    413: {"description": "Body over the size limit (MaxBodyBytes).", **JSON_ERROR},
+    500: {
         "description": "Unexpected failure, logged with the request id.",
         "content": {"application/json": {"schema": "InternalErrorResponse"}},
     },
-    "503": {
+    503: {
         "description": "A dependency (database, auth service) cannot answer. When the "
         "database failed after a send was recorded, `refNumber` names it: the send exists "
         "and its Idempotency-Key stays bound to it.",
@@ -43,23 +63,6 @@ ERRORS = {
     },
 }
 SECURED = [{"ApiKey": []}, {"Bearer": []}, {"ServiceAuthCookie": []}, {}]
-
-
-def _param(where: str, name: str, required: bool, description: str = "", **schema) -> dict:
-    parameter = {"in": where, "name": name, "required": required}
-    parameter["schema"] = {"type": "string", **schema}
-    if description:
-        parameter["description"] = description
-    return parameter
-
-
-REQUEST_ID = _param(
-    "header",
-    "X-Request-ID",
-    False,
-    "Your id for this request (nginx's $request_id); one is made if absent or not tame.",
-    pattern="^[A-Za-z0-9._:-]{1,64}$",
-)
 MSISDNS_PROPERTY = {
     "oneOf": [
         {"type": "array", "items": {"type": "string"}},
@@ -67,308 +70,55 @@ MSISDNS_PROPERTY = {
     ],
     "example": ["0830000000", "27840000000"],
 }
+# werkzeug's <converter:name> in a rule is OpenAPI's {name}.
+RULE_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
-def _errors(*codes: str) -> dict:
-    return {code: ERRORS[code] for code in codes}
+def hidden(view):
+    """Leave a view out of the document (the docs page's own files are no API)."""
+    view.hidden = True
+    return view
 
 
-def _json(schema, description: str) -> dict:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def is_hidden(view) -> bool:
+    return getattr(view, "hidden", False)
 
 
-def _text(description: str, schema: dict | None = None) -> dict:
-    return {
-        "description": description,
-        "content": {"text/plain": {"schema": schema or {"type": "string"}}},
-    }
+def documented_rules(app) -> list:
+    """Return the url map's rules that the document covers, in path order."""
+    rules = [
+        rule
+        for rule in app.url_map.iter_rules()
+        if not is_hidden(app.view_functions[rule.endpoint])
+    ]
+    return sorted(rules, key=lambda rule: rule.rule)
 
 
-def _body(schema, description: str) -> dict:
-    return {
-        "required": True,
-        "description": description,
-        "content": {
-            "application/json": {"schema": schema},
-            "application/x-www-form-urlencoded": {"schema": schema},
-        },
-    }
+def rule_methods(rule) -> list[str]:
+    """Return the methods a rule documents (werkzeug adds HEAD and OPTIONS by itself)."""
+    return sorted(method.lower() for method in rule.methods - {"HEAD", "OPTIONS"})
 
 
-def _secured(operation: dict) -> dict:
-    """Mark an operation as needing credentials (when authentication is enabled)."""
-    responses = {**operation["responses"], **_errors("401", "503")}
-    return {**operation, "security": SECURED, "responses": responses}
+def openapi_path(rule) -> str:
+    return RULE_ARGUMENT.sub(r"{\1}", rule.rule)
 
 
-SEND_SMS = {
-    "summary": "Send one text to a list of numbers",
-    "description": "Numbers are cleaned and de-duplicated; `validNumbers + invalidNumbers + "
-    "duplicateNumbers` is the number of entries given. A provider-level failure (out of "
-    "credit, provider down, sending disabled) is still 200, with `sendSuccess: false` and "
-    "the reason in `statusDescription`; the send and every recipient are recorded.",
-    "responses": {
-        "200": _json(
-            "SendSmsResponse",
-            "The send is recorded; `refNumber` finds it again. A send not finished within "
-            "smsProvider.waitSeconds answers what is known, `queuedNumbers` go on in the "
-            "background.",
-        ),
-        "202": _json(
-            "SendSmsResponse",
-            "Recorded and not sent yet (`Prefer: respond-async`, or a `sendAt` ahead): "
-            "`Location` is `/sends/{refNumber}`.",
-        ),
-        **_errors("406", "413", "500"),
-        "409": {
-            "description": "The send of this Idempotency-Key is still in progress: "
-            "`refNumber` names it (see `/sends/{refNumber}`); repeat later for its answer.",
-            **JSON_ERROR,
-        },
-    },
-}
-PREFER = _param(
-    "header",
-    "Prefer",
-    False,
-    "`respond-async` (RFC 7240): answer 202 at once; the dispatchers send it.",
-)
-IDEMPOTENCY_KEY = _param(
-    "header",
-    "Idempotency-Key",
-    False,
-    "The same key from the same caller within 24 hours answers the first response again "
-    "and sends nothing.",
-    minLength=1,
-    maxLength=255,
-)
-
-PATHS = {
-    "api.send_sms": (
-        "/sendsms",
-        {
-            "post": _secured(
-                {
-                    **SEND_SMS,
-                    "parameters": [IDEMPOTENCY_KEY, PREFER],
-                    "requestBody": _body("SendSmsRequest", "JSON, or form data."),
-                }
-            ),
-            "get": _secured(
-                {
-                    **SEND_SMS,
-                    "summary": "Send one text to a list of numbers (query parameters)",
-                    "parameters": [
-                        IDEMPOTENCY_KEY,
-                        PREFER,
-                        _param("query", "message", True),
-                        _param("query", "msisdns", True, "comma-separated numbers"),
-                        _param("query", "from", False, "sender id"),
-                        _param("query", "sendAt", False, "ISO 8601 with an offset"),
-                    ],
-                }
-            ),
-        },
-    ),
-    "api.message_status": (
-        "/messagestatus/{msisdn}",
-        {
-            "get": _secured(
-                {
-                    "summary": "Status of the newest message to a number",
-                    "description": "The number is normalised first (`0830000000` finds "
-                    "`27830000000`). A message still `sent` is asked about once at a "
-                    "provider that can answer.",
-                    "parameters": [
-                        _param("path", "msisdn", True),
-                    ],
-                    "responses": {
-                        "200": _text(
-                            "The status, or `Error: no data available`.",
-                            {
-                                "type": "string",
-                                "enum": [
-                                    "queued",
-                                    "sent",
-                                    "delivered",
-                                    "failed",
-                                    "Error: no data available",
-                                ],
-                            },
-                        ),
-                        **_errors("500"),
-                    },
-                }
-            )
-        },
-    ),
-    "api.send_report": (
-        "/sends/{refNumber}",
-        {
-            "get": _secured(
-                {
-                    "summary": "One send and a page of its recipients with their status",
-                    "parameters": [
-                        _param("path", "refNumber", True, "as /sendsms answered it"),
-                        _param("query", "page", False, "from 1 (default 1)", pattern="^[0-9]+$"),
-                        _param(
-                            "query",
-                            "pageSize",
-                            False,
-                            "recipients per page, 1-1000 (default 100)",
-                            pattern="^[0-9]+$",
-                        ),
-                    ],
-                    "responses": {
-                        "200": _json("SendReport", "The send and one page of recipients."),
-                        "404": {"description": "No send with that refNumber.", **JSON_ERROR},
-                        **_errors("406", "500"),
-                    },
-                }
-            )
-        },
-    ),
-    "api.cancel_send": (
-        "/sends/{refNumber}/cancel",
-        {
-            "post": _secured(
-                {
-                    "summary": "Cancel what of a send has not been handed to the provider",
-                    "description": "Those recipients become `failed` with reason `cancelled`; "
-                    "a batch already at the provider finishes as it will.",
-                    "parameters": [_param("path", "refNumber", True, "as /sendsms answered it")],
-                    "responses": {
-                        "200": _json("SendSummary", "The send, as cancelled."),
-                        "404": {"description": "No send with that refNumber.", **JSON_ERROR},
-                        "409": {"description": "The send is already finished.", **JSON_ERROR},
-                        **_errors("406", "500"),
-                    },
-                }
-            )
-        },
-    ),
-    "receipts.receive": (
-        "/callbacks/{provider}",
-        {
-            method: {
-                "summary": "Delivery receipts pushed by the provider",
-                "description": "No user credentials: the configured provider checks the "
-                "receipt its own way (signature or shared secret). The first final status "
-                "of a message wins; an unknown id is answered 200 and logged.",
-                "parameters": [_param("path", "provider", True, "smsProvider.name")],
-                "responses": {
-                    "200": _json("ReceiptResponse", "Receipt read and stored."),
-                    "403": {
-                        "description": "The receipt failed the provider's check.",
-                        **JSON_ERROR,
-                    },  # noqa: E501
-                    "404": {
-                        "description": "Not the configured provider, or it takes no receipts.",
-                        **JSON_ERROR,
-                    },
-                    **_errors("413", "500", "503"),
-                },
-            }
-            for method in ("post", "get")
-        },
-    ),
-    "api.normalize": (
-        "/normalize",
-        {
-            "post": _secured(
-                {
-                    "summary": "Clean a list of numbers",
-                    "requestBody": _body("NormalizeRequest", "JSON, or form data."),
-                    "responses": {
-                        "200": _json(
-                            {"type": "array", "items": {"type": "string"}},
-                            "Valid numbers in international digits without `+`, "
-                            "first occurrence order kept.",
-                        ),
-                        **_errors("406", "413", "500"),
-                    },
-                }
-            )
-        },
-    ),
-    "api.ping": (
-        "/ping",
-        {
-            "get": {
-                "summary": "Liveness, as the original service answered it",
-                "responses": {"200": _json("PingResponse", "The server's clock.")},
-            }
-        },
-    ),
-    "ops.healthz": (
-        "/healthz",
-        {
-            "get": {
-                "summary": "Readiness for a load balancer: does the database answer?",
-                "responses": {
-                    "200": _json("HealthResponse", "Ready."),
-                    "503": _json("HealthResponse", "Not ready; the failing part is named."),
-                },
-            }
-        },
-    ),
-    "ops.metrics_view": (
-        "/metrics",
-        {
-            "get": {
-                "summary": "Prometheus metrics, summed over every worker",
-                "responses": {"200": _text("Prometheus text exposition format.")},
-            }
-        },
-    ),
-    "ops.openapi_json": (
-        "/openapi.json",
-        {
-            "get": {
-                "summary": "This document",
-                "responses": {"200": _json({"type": "object"}, "OpenAPI 3 document.")},
-            }
-        },
-    ),
-    "ops.docs": (
-        "/docs",
-        {
-            "get": {
-                "summary": "This document as a page (Swagger UI, served locally)",
-                "responses": {
-                    "200": {
-                        "description": "HTML page.",
-                        "content": {"text/html": {"schema": {"type": "string"}}},
-                    }
-                },
-            }
-        },
-    ),
-}
-
-
-def build_spec(endpoints) -> dict:
-    """Return the OpenAPI document for the given endpoint names."""
+def build_spec(app) -> dict:
+    """Return the OpenAPI document of every route the app has registered."""
     plugin = MarshmallowPlugin()
+    rules = documented_rules(app)
+    open_paths = sorted(
+        {openapi_path(rule) for rule in rules if is_public(app.view_functions[rule.endpoint])}
+    )
     spec = APISpec(
         title=TITLE,
         version="1",
         openapi_version=OPENAPI_VERSION,
         plugins=[plugin],
-        info={"description": DESCRIPTION},
+        info={"description": DESCRIPTION.format(open=", ".join(f"`{p}`" for p in open_paths))},
     )
     plugin.converter.add_attribute_function(_msisdn_list)
-    for name in (
-        "SendSmsRequest",
-        "SendSmsResponse",
-        "SendReport",
-        "ReceiptResponse",
-        "NormalizeRequest",
-        "PingResponse",
-        "HealthResponse",
-        ERROR,
-        "InternalErrorResponse",
-    ):
+    for name in SCHEMAS:
         spec.components.schema(name, schema=getattr(schemas, name))
     spec.components.header(
         "X-Request-ID",
@@ -388,41 +138,88 @@ def build_spec(endpoints) -> dict:
             "are checked with the auth service.",
         },
     )
-    for name in sorted(set(endpoints), key=lambda n: PATHS.get(n, (n,))[0]):
-        if name not in PATHS:
-            continue
-        path, operations = PATHS[name]
-        spec.path(path=path, operations=_with_request_id(operations))
+    for rule in rules:
+        view = app.view_functions[rule.endpoint]
+        operations = {method: operation(rule, view, method) for method in rule_methods(rule)}
+        spec.path(path=openapi_path(rule), operations=operations)
     return spec.to_dict()
 
 
-def _with_request_id(operations: dict) -> dict:
-    """Add the X-Request-ID request parameter and response header to every operation."""
-    done = {}
-    for method, operation in operations.items():
-        responses = {
-            code: {**response, "headers": {"X-Request-ID": "X-Request-ID"}}
-            for code, response in operation["responses"].items()
+def operation(rule, view, method: str) -> dict:
+    """Return one method's operation, from the view's docstring and the rule's arguments."""
+    if not view.__doc__:
+        raise ValueError(f"{rule.endpoint} has no docstring to document {rule.rule} with")
+    docs = yaml_utils.load_yaml_from_docstring(view.__doc__)
+    extra = [key for key in docs if key in METHODS and key not in rule_methods(rule)]
+    if extra:
+        raise ValueError(f"{rule.endpoint} documents {extra} that {rule.rule} does not take")
+    own = docs.get(method, {})
+    common = {key: value for key, value in docs.items() if key not in METHODS}
+    summary, description = _text(view.__doc__)
+    found = {"summary": summary, **({"description": description} if description else {})}
+    found.update({**common, **own})
+    parameters = [*common.get("parameters", []), *own.get("parameters", [])]
+    found["parameters"] = [
+        *_path_parameters(rule, parameters),
+        {"in": "header", "schema": schemas.RequestIdHeader},
+    ]
+    responses = {**common.get("responses", {}), **own.get("responses", {})}
+    codes = [*common.get("errors", []), *own.get("errors", [])]
+    if not is_public(view):
+        found["security"] = SECURED
+        codes += [401, 503]
+    found.pop("errors", None)
+    body = found.pop("body", None)
+    if body is not None:
+        found["requestBody"] = {
+            "required": True,
+            "description": "JSON, or form data.",
+            "content": {kind: {"schema": body} for kind in BODY_TYPES},
         }
-        parameters = [*operation.get("parameters", []), REQUEST_ID]
-        done[method] = {**operation, "parameters": parameters, "responses": responses}
-    return done
+    responses.update({code: ERRORS[code] for code in codes if code not in responses})
+    found["responses"] = {str(code): _answer(answer) for code, answer in sorted(responses.items())}
+    return found
+
+
+def _text(docstring: str) -> tuple[str, str]:
+    """Return the docstring's first line (the summary) and its paragraphs before `---`."""
+    text = re.split(r"^\s*---", inspect.cleandoc(docstring), maxsplit=1, flags=re.M)[0]
+    first, _, rest = text.partition("\n")
+    paragraphs = [" ".join(lines.split()) for lines in rest.split("\n\n") if lines.strip()]
+    return first.strip().rstrip("."), "\n\n".join(paragraphs)
+
+
+def _path_parameters(rule, parameters: list) -> list:
+    """Give every argument of the rule its path parameter; the docstring may describe it."""
+    described = {p["name"]: p for p in parameters if isinstance(p, dict) and p.get("in") == "path"}
+    path = [
+        {
+            "in": "path",
+            "name": name,
+            "required": True,
+            "schema": {"type": "string"},
+            **described.get(name, {}),
+        }
+        for name in sorted(rule.arguments)
+    ]
+    return [*path, *(p for p in parameters if not (isinstance(p, dict) and p.get("in") == "path"))]
+
+
+def _answer(answer) -> dict:
+    """Spell out a string answer (an error's description); every answer has X-Request-ID."""
+    if isinstance(answer, str):
+        answer = {"description": answer, **JSON_ERROR}
+    # A copy: apispec resolves the schema names in place, and ERRORS serves every operation.
+    return {**copy.deepcopy(answer), "headers": {"X-Request-ID": "X-Request-ID"}}
 
 
 def _msisdn_list(self, field, **kwargs) -> dict:
     return dict(MSISDNS_PROPERTY) if isinstance(field, schemas.MsisdnList) else {}
 
 
-def undocumented(app) -> set[str]:
-    """Return the app's endpoints this module has no description for."""
-    endpoints = {rule.endpoint for rule in app.url_map.iter_rules()}
-    return endpoints - UNDOCUMENTED_ENDPOINTS - set(PATHS)
-
-
 def spec_for(app) -> dict:
     """Return (and keep) the document of this app's endpoints."""
     spec = app.extensions.get("messaging.openapi")
     if spec is None:
-        endpoints = {rule.endpoint for rule in app.url_map.iter_rules()}
-        spec = app.extensions["messaging.openapi"] = build_spec(endpoints)
+        spec = app.extensions["messaging.openapi"] = build_spec(app)
     return spec

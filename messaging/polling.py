@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from messaging import metrics, reconcile
 from messaging.errors import MessagingError, ProviderError
 from messaging.providers.base import DELIVERED, FAILED, Provider, StatusUpdate
 from messaging.queries.polling import (
@@ -34,7 +35,8 @@ from messaging.queries.polling import (
     release_poll_claim,
 )
 from messaging.queries.status import apply_status_updates, lock_unresolved
-from messaging.service import Services
+from messaging.services import Services
+from messaging.settings import call_budget
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +47,7 @@ BATCH_LANES = 2
 # ... and when it takes one id a call: the lanes are the parallel provider requests.
 SINGLE_CHUNK = 10
 SINGLE_LANES = 8
-# Seconds a provider call may take beyond timeout x attempts (backoff sleeps), and a margin.
-BACKOFF_ALLOWANCE = 30.0
-LEASE_MARGIN = 60.0
+LEASE_MARGIN = 60.0  # seconds a claim outlives the provider calls of its chunk
 LOGGED_ERRORS = 10  # provider errors logged one by one per run; the rest are counted
 
 
@@ -89,6 +89,44 @@ def due_count(services: Services, window_seconds: float | None = None) -> int:
         return count_due_messages(cur, window_start, run_start)
 
 
+def reconcile_then_poll(
+    services: Services,
+    window_seconds: float | None = None,
+    *,
+    report: Callable[[str], None] | None = None,
+    progress: Callable[[int], Callable[[int], None] | None] | None = None,
+) -> PollSummary | None:
+    """Settle the sends a dead process left behind, then poll: one poll-status run.
+
+    Reconcile goes first so that what it settles is polled in the same run. `report`
+    hears reconcile's line when it settled something or could not run (the poll then
+    goes ahead, and meets the same database failure itself). `progress(due)` may return
+    the callback of a progress bar for a run of `due` messages. Returns None when the
+    provider has no status query (nothing is polled or counted), else the summary,
+    which is also added to the metrics.
+    """
+    try:
+        reconciled = reconcile.reconcile(services)
+    except MessagingError as err:
+        line = f"reconcile: stopped: {err.message}"
+    else:
+        line = reconciled.line() if reconciled.batches or reconciled.errors else ""
+    if line and report is not None:
+        report(line)
+    if not services.provider.can_query_status:
+        return None
+    on_chunk = None
+    if progress is not None:
+        try:
+            due = due_count(services, window_seconds)
+        except MessagingError:
+            due = 0  # the run itself reports the database failure
+        on_chunk = progress(due)
+    summary = poll(services, window_seconds, progress=on_chunk)
+    metrics.record_poll_run(summary)
+    return summary
+
+
 def poll(
     services: Services,
     window_seconds: float | None = None,
@@ -114,9 +152,7 @@ def poll(
     if lanes is None:
         lanes = BATCH_LANES if batch > 1 else SINGLE_LANES
     calls = -(-chunk_size // batch)
-    settings = provider.settings
-    attempt = settings.timeout * (settings.retries + 1) + BACKOFF_ALLOWANCE * settings.retries
-    lease = calls * attempt + LEASE_MARGIN
+    lease = calls * call_budget(provider.settings) + LEASE_MARGIN
 
     run = _Run(services, batch, chunk_size, lease, summary, progress)
     try:

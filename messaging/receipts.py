@@ -12,13 +12,16 @@ answered 200 (a provider would otherwise retry it for days).
 import logging
 from dataclasses import dataclass
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 from requests.structures import CaseInsensitiveDict
 
+from messaging.auth import public
 from messaging.db import Database
 from messaging.errors import NotFound
 from messaging.providers.base import DELIVERED, FAILED, Receipt, StatusUpdate
 from messaging.queries.status import apply_status_updates, lock_unresolved_by_provider_id
+from messaging.schemas import ReceiptResponse
+from messaging.services import current as services
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,7 @@ bp = Blueprint("receipts", __name__)
 
 FINAL = (DELIVERED, FAILED)
 LOGGED_UNKNOWN_IDS = 5
+receipt_response_schema = ReceiptResponse()
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,10 @@ class ReceiptOutcome:
     received: int  # status updates in the receipt
     updated: int  # messages moved to a final status
     unknown: tuple[str, ...]  # provider ids matching no message
+
+    @property
+    def unknown_count(self) -> int:
+        return len(self.unknown)
 
 
 def record_updates(database: Database, updates: list[StatusUpdate]) -> ReceiptOutcome:
@@ -54,14 +62,30 @@ def record_updates(database: Database, updates: list[StatusUpdate]) -> ReceiptOu
     return ReceiptOutcome(len(updates), updated, unknown)
 
 
-@bp.route("/callbacks/<provider_name>", methods=["POST", "GET"])
-def receive(provider_name):
-    services = current_app.extensions["messaging"]
-    provider = services.provider
-    if provider_name.lower() != provider.name.lower():
-        raise NotFound(f"no provider {provider_name!r} is configured here")
-    if not provider.takes_receipts:
-        raise NotFound(f"provider {provider.name} takes no pushed receipts")
+@bp.route("/callbacks/<provider>", methods=["POST", "GET"])
+@public
+def receive(provider):
+    """Delivery receipts pushed by the provider.
+
+    No user credentials: the configured provider checks the receipt its own way
+    (signature or shared secret). The first final status of a message wins; an unknown
+    id is answered 200 and logged.
+    ---
+    parameters:
+      - {in: path, name: provider, description: smsProvider.name}
+    responses:
+      200:
+        description: Receipt read and stored.
+        content: {application/json: {schema: ReceiptResponse}}
+      403: The receipt failed the provider's check.
+      404: Not the configured provider, or it takes no receipts.
+    errors: [413, 500, 503]
+    """
+    configured = services().provider
+    if provider.lower() != configured.name.lower():
+        raise NotFound(f"no provider {provider!r} is configured here")
+    if not configured.takes_receipts:
+        raise NotFound(f"provider {configured.name} takes no pushed receipts")
     body = request.get_data(cache=True)  # before form parsing, which reads the cache
     receipt = Receipt(
         method=request.method,
@@ -71,23 +95,21 @@ def receive(provider_name):
         json=request.get_json(silent=True) if request.is_json else None,
         body=body,
     )
-    updates = provider.parse_receipt(receipt)
-    outcome = record_updates(services.db, updates)
+    updates = configured.parse_receipt(receipt)
+    outcome = record_updates(services().db, updates)
     if outcome.unknown:
         unknown = outcome.unknown
         log.warning(
             "receipt from %s for %d unknown message id(s), ignored: %s%s",
-            provider.name,
+            configured.name,
             len(unknown),
             ", ".join(unknown[:LOGGED_UNKNOWN_IDS]),
             " ..." if len(unknown) > LOGGED_UNKNOWN_IDS else "",
         )
     log.info(
         "receipt from %s: %d update(s), %d stored",
-        provider.name,
+        configured.name,
         outcome.received,
         outcome.updated,
     )
-    return jsonify(
-        {"received": outcome.received, "updated": outcome.updated, "unknown": len(outcome.unknown)}
-    )
+    return jsonify(receipt_response_schema.dump(outcome))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from messaging.dispatch import Batch, Worker, worker_name
 from messaging.queries.dispatch import claim_abandoned
-from messaging.service import Services
+from messaging.services import Services
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,11 @@
 """Request and response shapes (marshmallow); they also describe the API in OpenAPI."""
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+
+from messaging.logs import REQUEST_ID
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
 
 
 class MsisdnList(fields.Field):
@@ -12,10 +17,42 @@ class MsisdnList(fields.Field):
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
+            return split_numbers(value)
         if isinstance(value, list) and all(isinstance(item, str) for item in value):
             return value
         raise self.make_error("invalid")
+
+
+class CommaSeparated(fields.String):
+    """Numbers in one comma-separated string (a query string holds no list)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return split_numbers(super()._deserialize(value, attr, data, **kwargs))
+
+
+def split_numbers(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+class WholeNumber(fields.String):
+    """A whole number from 1 up, in ASCII digits, at most `maximum`; read from a string."""
+
+    default_error_messages = {
+        "invalid": "must be a whole number from 1 up",
+        "too_large": "must be at most {maximum}",
+    }
+
+    def __init__(self, maximum: int = 999_999_999, **kwargs):
+        super().__init__(**kwargs)
+        self.maximum = maximum
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs).strip()
+        if not (text.isascii() and text.isdigit()) or len(text) > 9 or int(text) < 1:
+            raise self.make_error("invalid")
+        if int(text) > self.maximum:
+            raise self.make_error("too_large", maximum=self.maximum)
+        return int(text)
 
 
 class SendSmsRequest(Schema):
@@ -24,15 +61,22 @@ class SendSmsRequest(Schema):
 
     message = fields.String(required=True)
     msisdns = MsisdnList(required=True)
-    sender = fields.String(data_key="from", load_default=None, allow_none=True)
+    sender = fields.String(
+        data_key="from", load_default=None, allow_none=True, metadata={"description": "sender id"}
+    )
     send_at = fields.String(
         data_key="sendAt",
         load_default=None,
         allow_none=True,
-        metadata={
-            "description": "send later: ISO 8601 with an offset, e.g. 2026-12-24T08:00+02:00"
-        },
+        metadata={"description": "send later: ISO 8601 with an offset, 2026-12-24T08:00+02:00"},
     )
+
+
+class SendSmsQuery(SendSmsRequest):
+    """GET /sendsms: the same fields in the query string."""
+
+    msisdns = CommaSeparated(required=True, metadata={"description": "comma-separated numbers"})
+    sender = fields.String(data_key="from", metadata={"description": "sender id"})
 
 
 class NormalizeRequest(Schema):
@@ -40,6 +84,54 @@ class NormalizeRequest(Schema):
         unknown = EXCLUDE
 
     msisdns = MsisdnList(required=True)
+
+
+class SendReportQuery(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    page = WholeNumber(load_default=1, metadata={"description": "from 1", "pattern": "^[0-9]+$"})
+    page_size = WholeNumber(
+        maximum=MAX_PAGE_SIZE,
+        data_key="pageSize",
+        load_default=DEFAULT_PAGE_SIZE,
+        metadata={
+            "description": f"recipients per page, 1-{MAX_PAGE_SIZE}",
+            "pattern": "^[0-9]+$",
+        },
+    )
+
+
+class PreferHeader(Schema):
+    prefer = fields.String(
+        data_key="Prefer",
+        metadata={
+            "description": "`respond-async` (RFC 7240): answer 202 at once; "
+            "the dispatchers send it."
+        },
+    )
+
+
+class IdempotencyHeader(Schema):
+    key = fields.String(
+        data_key="Idempotency-Key",
+        validate=validate.Length(1, 255),
+        metadata={
+            "description": "The same key from the same caller within 24 hours answers the "
+            "first response again and sends nothing."
+        },
+    )
+
+
+class RequestIdHeader(Schema):
+    request_id = fields.String(
+        data_key="X-Request-ID",
+        validate=validate.Regexp(REQUEST_ID),
+        metadata={
+            "description": "Your id for this request (nginx's $request_id); one is made if "
+            "absent or not tame."
+        },
+    )
 
 
 class SendSmsResponse(Schema):
@@ -97,25 +189,55 @@ class InternalErrorResponse(Schema):
     )
 
 
+# --- GET /sends/<refNumber>: dumped from the stored rows ---
+
+
+class Text(fields.String):
+    """A string column; NULL is written as ""."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return "" if value is None else super()._serialize(value, attr, obj, **kwargs)
+
+
+class Total(fields.Integer):
+    """A counter column; NULL is written as 0."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return super()._serialize(value or 0, attr, obj, **kwargs)
+
+
+class UtcTime(fields.String):
+    """A stored timestamp (UTC, without a zone), written as ISO 8601 with Z."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return None if value is None else value.isoformat() + "Z"
+
+
 class SendSummary(Schema):
-    refNumber = fields.String(required=True)
-    originator = fields.String(required=True)
-    time = fields.String(
-        required=True, allow_none=True, metadata={"description": "UTC, ISO 8601 with Z"}
+    refNumber = fields.String(attribute="id", required=True)
+    originator = Text(required=True)
+    time = UtcTime(
+        attribute="senttime",
+        required=True,
+        allow_none=True,
+        metadata={"description": "UTC, ISO 8601 with Z"},
     )
     sender = fields.String(data_key="from", required=True, allow_none=True)
     message = fields.String(required=True, allow_none=True)
     quantity = fields.Integer(required=True, allow_none=True)
-    sent = fields.Integer(required=True)
-    delivered = fields.Integer(required=True)
-    failed = fields.Integer(required=True)
+    sent = Total(required=True)
+    delivered = Total(required=True)
+    failed = Total(required=True)
     status = fields.String(required=True, allow_none=True)
-    description = fields.String(required=True)
+    description = Text(required=True)
     state = fields.String(
         required=True, metadata={"enum": ["scheduled", "sending", "done", "cancelled"]}
     )
-    sendAt = fields.String(
-        required=True, allow_none=True, metadata={"description": "UTC, ISO 8601 with Z"}
+    sendAt = UtcTime(
+        attribute="sendat",
+        required=True,
+        allow_none=True,
+        metadata={"description": "UTC, ISO 8601 with Z: a scheduled send"},
     )
     queued = fields.Integer(required=True, metadata={"description": "recipients not sent yet"})
 
@@ -125,21 +247,25 @@ class RecipientStatus(Schema):
     status = fields.String(
         required=True, metadata={"enum": ["queued", "sent", "delivered", "failed"]}
     )
-    providerId = fields.String(required=True, allow_none=True)
-    errorCode = fields.String(required=True, allow_none=True)
+    providerId = fields.String(attribute="provider_id", required=True, allow_none=True)
+    errorCode = fields.String(attribute="error_code", required=True, allow_none=True)
     reason = fields.String(required=True, allow_none=True)
-    statusTime = fields.String(required=True, allow_none=True)
+    statusTime = UtcTime(attribute="status_time", required=True, allow_none=True)
 
 
 class SendReport(Schema):
     send = fields.Nested(SendSummary, required=True)
     recipients = fields.List(fields.Nested(RecipientStatus), required=True)
     page = fields.Integer(required=True)
-    pageSize = fields.Integer(required=True)
+    pageSize = fields.Integer(attribute="page_size", required=True)
     total = fields.Integer(required=True, metadata={"description": "recipients in the send"})
 
 
 class ReceiptResponse(Schema):
     received = fields.Integer(required=True, metadata={"description": "status updates read"})
     updated = fields.Integer(required=True, metadata={"description": "messages made final"})
-    unknown = fields.Integer(required=True, metadata={"description": "ids matching no message"})
+    unknown = fields.Integer(
+        attribute="unknown_count",
+        required=True,
+        metadata={"description": "ids matching no message"},
+    )

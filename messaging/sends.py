@@ -1,15 +1,29 @@
-"""One send and its recipients' delivery status, paged: `GET /sends/<refNumber>`."""
+"""Reports over sends: one send and its recipients' delivery status, paged
+(`GET /sends/<refNumber>`), and message totals over a time range (`flask stats`)."""
 
+from dataclasses import dataclass
 from datetime import datetime
 
+from messaging.db import Database
 from messaging.errors import InvalidInput, NotFound
 from messaging.queries.dispatch import send_progress
+from messaging.queries.reports import status_totals
 from messaging.queries.sends import count_recipients, find_send, send_recipients
-from messaging.service import Services
+from messaging.services import Services
 
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 MAX_ID = 2**63 - 1  # sendlog.id is a BIGINT
+RECIPIENT_COLUMNS = ("msisdn", "status", "provider_id", "error_code", "reason", "status_time")
+
+
+@dataclass(frozen=True)
+class Report:
+    """A send's row and one page of its recipients (dumped by schemas.SendReport)."""
+
+    send: dict
+    recipients: list[dict]
+    page: int
+    page_size: int
+    total: int
 
 
 def parse_ref(text: str) -> int:
@@ -19,30 +33,7 @@ def parse_ref(text: str) -> int:
     return int(text)
 
 
-def parse_paging(page: str | None, page_size: str | None) -> tuple[int, int]:
-    """Return (page, pageSize) from query parameters, or raise InvalidInput."""
-    number = _positive(page, "page", 1)
-    size = _positive(page_size, "pageSize", DEFAULT_PAGE_SIZE)
-    if size > MAX_PAGE_SIZE:
-        raise InvalidInput(f"pageSize must be at most {MAX_PAGE_SIZE}")
-    return number, size
-
-
-def _positive(text: str | None, name: str, default: int) -> int:
-    if text is None:
-        return default
-    text = text.strip()
-    if not (text.isascii() and text.isdigit()) or int(text) < 1 or len(text) > 9:
-        raise InvalidInput(f"{name} must be a whole number from 1 up")
-    return int(text)
-
-
-def iso(moment: datetime | None) -> str | None:
-    """Stored timestamps are UTC without a zone: say so."""
-    return moment.isoformat() + "Z" if moment is not None else None
-
-
-def send_report(services: Services, ref: int, page: int, page_size: int) -> dict:
+def send_report(services: Services, ref: int, page: int, page_size: int) -> Report:
     """Return a send and one page of its recipients; raise NotFound for an unknown ref."""
     if ref > MAX_ID:
         raise NotFound(f"no send with refNumber {ref}")
@@ -52,36 +43,14 @@ def send_report(services: Services, ref: int, page: int, page_size: int) -> dict
             raise NotFound(f"no send with refNumber {ref}")
         total = count_recipients(cur, ref)
         recipients = send_recipients(cur, ref, page_size, (page - 1) * page_size)
-        progress = send_progress(cur, ref)
-    return {
-        "send": {
-            "refNumber": str(send["id"]),
-            "originator": send["originator"] or "",
-            "time": iso(send["senttime"]),
-            "from": send["sender"],
-            "message": send["message"],
-            "quantity": send["quantity"],
-            "sent": send["sent"] or 0,
-            "delivered": send["delivered"] or 0,
-            "failed": send["failed"] or 0,
-            "status": send["status"],
-            "description": send["description"] or "",
-            "state": send["state"],
-            "sendAt": iso(send["sendat"]),
-            "queued": progress["queued"],
-        },
-        "recipients": [
-            {
-                "msisdn": msisdn,
-                "status": status,
-                "providerId": provider_id,
-                "errorCode": code,
-                "reason": reason,
-                "statusTime": iso(status_time),
-            }
-            for msisdn, status, provider_id, code, reason, status_time in recipients
-        ],
-        "page": page,
-        "pageSize": page_size,
-        "total": total,
-    }
+        send["queued"] = send_progress(cur, ref)["queued"]
+    lines = [dict(zip(RECIPIENT_COLUMNS, row, strict=True)) for row in recipients]
+    return Report(send, lines, page, page_size, total)
+
+
+def message_totals(
+    database: Database, since: datetime, until: datetime
+) -> tuple[dict[str, int], int]:
+    """Return ({status: messages}, number of sends) for sends made in [since, until) UTC."""
+    with database.transaction() as cur:
+        return status_totals(cur, since, until)

@@ -13,11 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from messaging import dispatch
-from messaging.config import Config
-from messaging.db import Database
 from messaging.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
-from messaging.msisdn import Normaliser
-from messaging.providers.base import FAILED, Provider
+from messaging.providers.base import FAILED
 from messaging.queries.dispatch import (
     allocate_ids,
     fail_ready_batches,
@@ -31,6 +28,7 @@ from messaging.queries.dispatch import (
 from messaging.queries.sends import find_send
 from messaging.queries.status import apply_status_updates, latest_message
 from messaging.segments import count_segments
+from messaging.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +36,6 @@ DISABLED = ("", "SMS sending is disabled (smsProvider.enabled is false)")
 CANCELLED = ("", "cancelled")
 # sendAt further ahead than this is taken for a typo.
 LONGEST_SCHEDULE = timedelta(days=366)
-
-
-@dataclass
-class Services:
-    """What a request, a command or `flask shell` needs: built once per process."""
-
-    config: Config
-    db: Database
-    provider: Provider
-    normaliser: Normaliser
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ import secrets
 
 import pytest
 
-from messaging.auth import ServiceAuth, TTLCache, exposure_warning
-from messaging.config import AuthSettings
+from messaging.auth import ServiceAuth, credentials_key, exposure_warning, public
+from messaging.settings import AuthSettings
 from tests.conftest import base_config, free_port, rows
 from tests.fake_auth import FakeAuthService
 
@@ -234,26 +234,34 @@ def test_cache_seconds_zero_asks_every_time(make_app, fake_auth):
 def test_cache_keys_are_hashes_of_the_credentials(auth_app, client, fake_auth):
     send(client, Cookie=COOKIE, Authorization=TOKEN)
     cache = auth_app.extensions["messaging.auth"].cache
-    [key] = list(cache._entries)
+    [key] = list(cache)
     assert key == hashlib.sha256(json.dumps([COOKIE, TOKEN]).encode()).hexdigest()
-    assert COOKIE not in repr(cache._entries) and TOKEN not in repr(cache._entries)
+    assert COOKIE not in repr(cache) and TOKEN not in repr(cache)
 
 
-def test_cache_is_bounded_dropping_the_oldest_entry():
-    cache = TTLCache(30, max_entries=3, clock=Clock())
-    for name in "abcd":
-        cache.put(name, name)
-    assert len(cache) == 3
-    assert [cache.get(name) for name in "abcd"] == [None, "b", "c", "d"]
+def test_the_cache_is_bounded_and_the_oldest_yes_is_asked_again(fake_auth):
+    auth = ServiceAuth(AuthSettings(enabled=True, url=fake_auth.url), cache_size=3)
+    cookies = [{"Cookie": f"session={n}"} for n in range(4)]
+    for headers in cookies:
+        auth.authenticate(headers)
+
+    auth.authenticate(cookies[3])
+    assert len(fake_auth.checks) == 4
+    auth.authenticate(cookies[0])
+    assert len(fake_auth.checks) == 5
+    assert len(auth.cache) == 3
 
 
-def test_cache_drops_expired_entries_when_storing():
+def test_an_expired_yes_leaves_the_cache_when_another_is_stored(fake_auth):
     clock = Clock()
-    cache = TTLCache(30, max_entries=100, clock=clock)
-    cache.put("a", "a")
+    auth = ServiceAuth(AuthSettings(enabled=True, url=fake_auth.url), clock=clock)
+    auth.authenticate({"Cookie": "session=a"})
     clock.now += 31
-    cache.put("b", "b")
-    assert len(cache) == 1
+
+    auth.authenticate({"Cookie": "session=b"})
+
+    assert len(auth.cache) == 1
+    assert list(auth.cache) == [credentials_key({"Cookie": "session=b"})]
 
 
 # --- what is open, what is protected ---
@@ -279,6 +287,18 @@ def test_every_endpoint_needs_credentials_except_ping_health_metrics_and_docs(
             protected.append(rule.rule)
     assert {"/sendsms", "/messagestatus/<anytext:msisdn>", "/normalize"} <= set(protected)
     assert fake_auth.checks == []
+
+
+def test_a_new_view_needs_credentials_unless_marked_public(make_app, fake_auth):
+    app = make_app(auth_config(fake_auth.url))
+    app.add_url_rule("/added", "added", lambda: "added")
+    app.add_url_rule("/added-open", "added_open", public(lambda: "open"))
+    client = client_of(app)
+
+    assert client.get("/added").status_code == 401
+    assert client.get("/added", headers={"Cookie": COOKIE}).text == "added"
+    assert client.get("/added-open").text == "open"
+    assert len(fake_auth.checks) == 1
 
 
 def test_ping_answers_even_when_the_auth_service_is_down(make_app):

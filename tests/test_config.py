@@ -104,11 +104,6 @@ def error_for(data):
 # --- the Go service's files ---
 
 
-def test_the_readme_example_is_kept_verbatim():
-    assert "\t\t\t    //" in README_EXAMPLE
-    assert "per batch \n" in README_EXAMPLE
-
-
 def test_original_readme_example_loads_unchanged(tmp_path):
     config = load_config(write(tmp_path, README_EXAMPLE), environ={})
 
@@ -209,12 +204,11 @@ def test_every_new_key_is_read_into_its_field():
     assert config.database.data_dir == "/srv/pg"
 
 
-def test_config_objects_are_frozen_and_hashable():
+def test_config_objects_are_frozen():
     config = config_from_mapping({"smsProvider": {"options": {"a": "b"}}})
 
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.http_port = 1
-    assert hash(config) == hash(config_from_mapping({"smsProvider": {"options": {"a": "b"}}}))
 
 
 # --- keys ---

@@ -8,7 +8,7 @@ import pytest
 
 from messaging import create_app
 from messaging.config import config_from_mapping
-from messaging.db import Database, apply_migrations, migration_files
+from messaging.db import Database, apply_migrations, migration_files, schema_version
 from tests.conftest import base_config, rows
 
 # The schema exactly as the 2018 Go service (imqs/messaging cc2bcc5) left it at version 2
@@ -173,3 +173,30 @@ def test_db_upgrade_command_reports_the_schema_version(runner):
     result = runner.invoke(args=["db", "upgrade"])
     assert result.exit_code == 0, result.output
     assert f"schema version {migration_files()[-1][0]}" in result.output
+
+
+@pytest.mark.parametrize(
+    "name", ["0010_Add_Index.sql", "10_add_index.sql", "0001_create_sendlog.sql~"]
+)
+def test_a_misnamed_migration_file_stops_the_upgrade_before_any_change(
+    make_database, tmp_path, name
+):
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    for _, shipped, text in migration_files():
+        (folder / shipped).write_text(text)
+    (folder / name).write_text("CREATE TABLE never_made (id INTEGER);")
+    database = Database(make_database("messaging_misnamed"))
+
+    with pytest.raises(RuntimeError, match="is not a migration file name") as raised:
+        apply_migrations(database, folder)
+
+    assert repr(name) in str(raised.value)
+    conn = psycopg2.connect(database.dsn)
+    assert rows(conn, "SELECT to_regclass('migration_version'), to_regclass('never_made')") == [
+        (None, None)
+    ]
+    conn.close()
+    (folder / name).unlink()
+    assert apply_migrations(database, folder)[-1] == migration_files()[-1][1]
+    assert schema_version(database) == migration_files()[-1][0]
