@@ -17,7 +17,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
-from messaging import auth, db, metrics, polling, reconcile, service
+from messaging import auth, db, metrics, polling, receipts, reconcile, service
 from messaging.config import ConfigError, parse_duration
 from messaging.errors import MessagingError
 from messaging.queries.reports import status_totals
@@ -281,14 +281,18 @@ def _poll_once(services, window_seconds) -> polling.PollSummary:
 
 
 def _reconcile_before_polling(services) -> None:
-    """Settle sends a dead process left behind (silent for a few minutes); say so if any."""
+    """Settle sends a dead process left behind (silent for a few minutes), and drop
+    receipts no message claimed within a day; say so if any."""
     try:
         summary = reconcile.reconcile(services)
+        dropped = receipts.drop_unmatched(services.db)
     except MessagingError as err:
         click.echo(f"reconcile: stopped: {err.message}")  # the poll run reports it too
         return
     if summary.sends:
         click.echo(summary.line())
+    if dropped:
+        click.echo(f"receipts: dropped {dropped} never matched by a message within 24 h")
 
 
 @click.command("reconcile")

@@ -40,6 +40,7 @@ from messaging.queries.reconcile import (
     write_pending_as_queued,
 )
 from messaging.queries.sends import mark_failed, mark_sent
+from messaging.queries.status import apply_early_receipts
 from messaging.service import Services
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,7 @@ def _settle_maybe_dispatched(services, sendlog_id, recipients, summary) -> None:
                 [answer.provider_id for answer in sent],
                 [answer.segments for answer in sent],
             )
+            apply_early_receipts(cur, [answer.provider_id for answer in sent])
         if refused:
             summary.found_failed += mark_failed(
                 cur,

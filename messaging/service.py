@@ -13,7 +13,7 @@ from messaging.errors import Conflict, InvalidInput, NotFound, ProviderError, Se
 from messaging.msisdn import Normaliser
 from messaging.providers.base import FAILED, Provider, Recipient
 from messaging.queries.sends import count_accepted, find_send, finish_send, record_batch, start_send
-from messaging.queries.status import apply_status_updates, latest_message
+from messaging.queries.status import apply_early_receipts, apply_status_updates, latest_message
 from messaging.segments import count_segments
 
 log = logging.getLogger(__name__)
@@ -289,7 +289,13 @@ def _record_results(
         else:
             outcome = (None, send.segments, result.error_code or "", result.reason or "Rejected")
         outcomes.append((recipient.reference, recipient.msisdn, *outcome))
-    return _write(db, lambda cur: record_batch(cur, send, outcomes, next_through))
+
+    def write(cur):
+        recorded = record_batch(cur, send, outcomes, next_through)
+        apply_early_receipts(cur, [outcome[2] for outcome in outcomes if outcome[2]])
+        return recorded
+
+    return _write(db, write)
 
 
 def _record_failed(db: Database, send: Send, recipients, code, reason) -> None:
