@@ -42,5 +42,5 @@ def create_app(test_config: Config | Mapping | None = None) -> Flask:
     app.register_blueprint(receipts.bp)
     ops.init_app(app)
     cli.init_app(app)
-    app.wsgi_app = web.CaseInsensitivePaths(app.wsgi_app)
+    app.wsgi_app = web.SizedBodies(web.CaseInsensitivePaths(app.wsgi_app), config.max_body_bytes)
     return app
