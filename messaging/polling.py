@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from messaging.errors import MessagingError, ProviderError
 from messaging.providers.base import DELIVERED, FAILED, Provider, StatusUpdate
 from messaging.queries.polling import (
+    analyze_stale_tables,
     claim_due_messages,
     count_due_messages,
     hand_back_poll_claims,
@@ -143,6 +144,10 @@ def poll(
 
     run = _Run(services, batch, chunk_size, lease, summary, progress)
     try:
+        with services.db.transaction() as cur:
+            analyzed = analyze_stale_tables(cur)
+        if analyzed:
+            log.info("analyzed %s: their statistics were stale", ", ".join(analyzed))
         with services.db.transaction() as cur:
             run.run_start, run.window_start, first_id = poll_start(cur, window)
     except MessagingError as err:

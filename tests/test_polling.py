@@ -596,3 +596,33 @@ def test_a_killed_runs_lease_ends_within_the_window_and_its_messages_are_polled_
     assert "checked 0," in again.output  # once: the one still in flight has left the window
     assert statuses(db) == {"delivered": 1, "failed": 2, "sent": 1}
     assert_counters_match_statuses(db)
+
+
+# --- planner statistics ---
+
+
+def table_stats(db, table="sms"):
+    return rows(
+        db,
+        "SELECT n_mod_since_analyze, last_analyze FROM pg_stat_user_tables WHERE relname = %s",
+        table,
+    )[0]
+
+
+def test_poll_status_analyzes_the_messages_table_when_a_large_send_left_it_unanalysed(runner, db):
+    with db.cursor() as cur:  # as on a server with autovacuum off
+        cur.execute("ALTER TABLE sms SET (autovacuum_enabled = false)")
+    try:
+        insert_in_flight(db, 20_000, sends=4)
+        rows(db, "SELECT pg_stat_force_next_flush()")
+        changed, analyzed_before = table_stats(db)
+        assert changed >= 20_000
+
+        result = runner.invoke(args=["poll-status"])
+
+        assert "checked 20000," in result.output
+        changed, analyzed = table_stats(db)
+        assert analyzed is not None and (analyzed_before is None or analyzed > analyzed_before)
+    finally:
+        with db.cursor() as cur:
+            cur.execute("ALTER TABLE sms RESET (autovacuum_enabled)")

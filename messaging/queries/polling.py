@@ -1,5 +1,7 @@
 """poll-status claims: leases on id ranges of messages still in flight."""
 
+from psycopg2 import sql
+
 from messaging.queries import NOW_UTC, array_literal
 
 POLL_CLAIM_LOCK = 727_003  # advisory lock id: poll claims are taken one at a time
@@ -29,6 +31,35 @@ _DUE = f"""
            AND sms.providerid <> '' AND NOT {_CLAIMED_FOR_RUN})
     ) AS due
 """
+
+
+# Tables whose planner statistics poll-status keeps fresh, and when they are stale: as
+# autovacuum's own rule (a tenth of the table changed since the last ANALYZE), plus a floor.
+ANALYZED_TABLES = ("sms", "poll_claims")
+STALE_FRACTION = 0.1
+STALE_ROWS = 1000
+
+
+def analyze_stale_tables(cur):
+    """ANALYZE the tables poll-status reads whose statistics are stale; return their names.
+
+    Autovacuum does this, unless it is off or has not got there yet after a large send:
+    unanalysed, 20,000 new rows slowed a run from 175 to 30 messages a second.
+    """
+    cur.execute(
+        """
+        SELECT stats.relname FROM pg_stat_user_tables AS stats
+        JOIN pg_class ON pg_class.oid = stats.relid
+        WHERE stats.relid IN (SELECT to_regclass(name) FROM unnest(%s::text[]) AS name)
+          AND stats.n_mod_since_analyze > %s + %s * greatest(pg_class.reltuples, 0)
+        ORDER BY stats.relname
+        """,
+        (array_literal(ANALYZED_TABLES), STALE_ROWS, STALE_FRACTION),
+    )
+    stale = [row[0] for row in cur.fetchall()]
+    for table in stale:
+        cur.execute(sql.SQL("ANALYZE (SKIP_LOCKED) {}").format(sql.Identifier(table)))
+    return stale
 
 
 def poll_start(cur, window_seconds):
