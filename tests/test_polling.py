@@ -258,6 +258,30 @@ def test_messages_claimed_by_another_run_are_left_to_it_until_its_lease_ends(
     assert status_server.asked == Counter({**dict.fromkeys(provider_ids, 1), provider_ids[7]: 2})
 
 
+def test_a_lapsed_lease_over_several_chunks_has_each_message_polled_once_past_the_window(
+    app, db, status_server
+):
+    provider_ids = insert_in_flight(db, 30, sent_ago="2 hours")  # long out of the window
+    insert_in_flight(db, 5, first=36)  # and five in it
+    with db.cursor() as cur:  # a run that died an hour ago held the 30
+        cur.execute(
+            "INSERT INTO poll_claims (first_id, last_id, polluntil) "
+            "SELECT min(id), max(id), now() - interval '1 hour' FROM sms WHERE senttime < "
+            "now() AT TIME ZONE 'utc' - interval '1 hour'"
+        )
+    use_provider(app, HttpStatusProvider(status_server.url, status_batch_size=10))
+    services = app.extensions["messaging"]
+
+    first = polling.poll(services, lanes=1, chunk_size=10)
+    second = polling.poll(services, lanes=1, chunk_size=10)
+
+    assert first.checked == 35
+    assert all(status_server.asked[pid] == 1 for pid in provider_ids)
+    assert second.checked == 1  # number 38, in the window and still in flight
+    assert rows(db, "SELECT count(*) FROM poll_claims WHERE NOT asked") == [(0,)]
+    assert_counters_match_statuses(db)
+
+
 # --- what one run asks about ---
 
 

@@ -15,20 +15,24 @@ _CLAIMED_FOR_RUN = """
 _LAPSED = "NOT lapsed.asked AND lapsed.polluntil < %(run_start)s"
 # Due: still `sent` with a provider id, after %(after)s, not claimed for the run, and sent
 # within the window or inside a lapsed lease (polled once more, even past the window).
+_IN_WINDOW = f"""
+    SELECT id, providerid FROM sms
+    WHERE status = 'sent' AND id > %(after)s AND senttime >= %(window_start)s
+      AND providerid <> '' AND NOT {_CLAIMED_FOR_RUN}
+"""
+_IN_LAPSED_LEASE = f"""
+    SELECT DISTINCT sms.id, sms.providerid
+    FROM poll_claims AS lapsed
+    JOIN sms ON sms.id BETWEEN lapsed.first_id AND lapsed.last_id
+    WHERE {_LAPSED} AND lapsed.last_id > %(after)s
+      AND sms.status = 'sent' AND sms.id > %(after)s AND sms.senttime < %(window_start)s
+      AND sms.providerid <> '' AND NOT {_CLAIMED_FOR_RUN}
+"""
 _DUE = f"""
     SELECT id, providerid FROM (
-        (SELECT id, providerid FROM sms
-         WHERE status = 'sent' AND id > %(after)s AND senttime >= %(window_start)s
-           AND providerid <> '' AND NOT {_CLAIMED_FOR_RUN}
-         ORDER BY id
-         LIMIT %(limit)s)
-        UNION
-        (SELECT sms.id, sms.providerid
-         FROM poll_claims AS lapsed
-         JOIN sms ON sms.id BETWEEN lapsed.first_id AND lapsed.last_id
-         WHERE {_LAPSED} AND lapsed.last_id > %(after)s
-           AND sms.status = 'sent' AND sms.id > %(after)s AND sms.senttime < %(window_start)s
-           AND sms.providerid <> '' AND NOT {_CLAIMED_FOR_RUN})
+        ({_IN_WINDOW} ORDER BY id LIMIT %(limit)s)
+        UNION ALL
+        ({_IN_LAPSED_LEASE})
     ) AS due
 """
 
@@ -116,10 +120,17 @@ def claim_due_messages(cur, after_id, window_start, run_start, lease_seconds, li
     so two runs never claim one message. Returns (None, []) when nothing after
     `after_id` is due.
     """
+    params = {"after": after_id, "window_start": window_start, "run_start": run_start}
     cur.execute("SELECT pg_advisory_xact_lock(%s)", (POLL_CLAIM_LOCK,))
+    # Lapsed leases are rare (a run died or was stopped): without one, the window alone.
     cur.execute(
-        f"{_DUE} ORDER BY id LIMIT %(limit)s",
-        {"after": after_id, "window_start": window_start, "run_start": run_start, "limit": limit},
+        f"SELECT EXISTS (SELECT 1 FROM poll_claims AS lapsed "
+        f"WHERE {_LAPSED} AND lapsed.last_id > %(after)s)",
+        params,
+    )
+    lapsed = cur.fetchone()[0]
+    cur.execute(
+        f"{_DUE if lapsed else _IN_WINDOW} ORDER BY id LIMIT %(limit)s", {**params, "limit": limit}
     )
     due = cur.fetchall()
     if not due:
@@ -134,9 +145,11 @@ def claim_due_messages(cur, after_id, window_start, run_start, lease_seconds, li
         (first, last, lease_seconds),
     )
     claim_id = cur.fetchone()[0]
+    if not lapsed:
+        return claim_id, due
     # Below `first` a lapsed lease holds nothing due any more (claimed before, by this
     # run or another, or no longer `sent`); above `last` it keeps its messages.
-    ranges = {"first": first, "last": last, "run_start": run_start}
+    ranges = {**params, "first": first, "last": last}
     cur.execute(
         f"""
         DELETE FROM poll_claims AS lapsed
