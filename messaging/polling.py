@@ -212,7 +212,9 @@ class _Run:
             with self.db.transaction() as cur:
                 hand_back_poll_claims(cur, held)
         except MessagingError as err:
-            log.warning("poll-status stopped; %d claim(s) left to their lease: %s", len(held), err)
+            log.warning(
+                "poll-status stopped; %d claim(s) left to their lease: %s", len(held), err.message
+            )
             return
         log.warning("poll-status stopped; %d unfinished claim(s) handed back", len(held))
 

@@ -84,7 +84,8 @@ def poll_start(cur, window_seconds):
         WHERE (c.asked AND c.polluntil < now() - make_interval(secs => %s))
            OR (NOT c.asked AND c.polluntil < now()
                AND NOT EXISTS (SELECT 1 FROM sms WHERE sms.status = 'sent'
-                               AND sms.id BETWEEN c.first_id AND c.last_id))
+                               AND sms.id BETWEEN c.first_id AND c.last_id
+                               AND sms.providerid <> ''))
         """,
         (window_seconds,),
     )
