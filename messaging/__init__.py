@@ -48,5 +48,5 @@ def create_app(test_config: Config | Mapping | None = None) -> Flask:
     # After the request id and the metrics timer: a refused request is logged and timed too.
     auth.init_app(app, auth.make_authenticator(config.authentication, database))
     cli.init_app(app)
-    app.wsgi_app = web.CaseInsensitivePaths(app.wsgi_app)
+    app.wsgi_app = web.SizedBodies(web.CaseInsensitivePaths(app.wsgi_app), config.max_body_bytes)
     return app

@@ -9,6 +9,7 @@ import math
 import pkgutil
 import signal
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -215,28 +216,56 @@ PROGRESS_FROM = 300  # messages; fewer finish before a bar would help
 def poll_status(every, window):
     """Ask the provider about messages still `sent` and store the answers (run by cron).
 
-    Exits 1 when the provider or the database failed.
+    Exits 1 when the provider or the database failed, or when it was stopped (SIGTERM,
+    Ctrl-C) before it finished; a stopped run hands its unfinished claims back.
     """
     settings = services().config.delivery_status
     if not settings.enabled:
         click.echo("poll-status: status polling is disabled (deliveryStatus.enabled is false)")
         return
     window_seconds = _duration(window, "--window") if window else None
-    if every is None:
-        summary = _poll_once(window_seconds)
-        click.get_current_context().exit(0 if summary is None or summary.ok else 1)
     interval = settings.update_interval
-    if every != EVERY_FROM_CONFIG:
+    if every not in (None, EVERY_FROM_CONFIG):
         interval = _duration(every, "--every")
-    click.echo(f"poll-status: polling every {interval:g}s; Ctrl-C stops")
+    with _stopped_by_signals():
+        if every is None:
+            try:
+                summary = _poll_once(window_seconds)
+            except KeyboardInterrupt:
+                click.echo("poll-status: stopped before it finished", err=True)
+                raise SystemExit(1) from None
+            click.get_current_context().exit(0 if summary is None or summary.ok else 1)
+        click.echo(f"poll-status: polling every {interval:g}s; Ctrl-C stops")
+        try:
+            while True:
+                began = time.monotonic()
+                if _poll_once(window_seconds) is None:
+                    return
+                time.sleep(max(0.0, interval - (time.monotonic() - began)))
+        except KeyboardInterrupt:
+            click.echo("poll-status: stopped")
+
+
+@contextlib.contextmanager
+def _stopped_by_signals():
+    """Turn SIGTERM (systemd, kill) into the KeyboardInterrupt Ctrl-C raises, so either
+    stops a run the same way: it hands its claims back. A second signal is ignored while
+    that happens."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        for name in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(name, signal.SIG_IGN)
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {name: signal.signal(name, stop) for name in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while True:
-            began = time.monotonic()
-            if _poll_once(window_seconds) is None:
-                return
-            time.sleep(max(0.0, interval - (time.monotonic() - began)))
-    except KeyboardInterrupt:
-        click.echo("poll-status: stopped")
+        yield
+    finally:
+        for name, handler in previous.items():
+            signal.signal(name, handler)
 
 
 def _duration(text: str, option: str) -> float:

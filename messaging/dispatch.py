@@ -60,6 +60,7 @@ from messaging.queries.dispatch import (
     send_progress,
     take_rate_slot,
 )
+from messaging.queries.status import apply_early_receipts
 from messaging.settings import call_budget
 
 log = logging.getLogger(__name__)
@@ -357,6 +358,8 @@ class Worker:
                 outcomes,
             )
             if accepted is not None:
+                # Receipts that overtook this batch (they came before its rows existed).
+                apply_early_receipts(cur, [outcome[2] for outcome in outcomes if outcome[2]])
                 finish_if_done(cur, batch.send_id)
             return accepted
 

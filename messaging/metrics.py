@@ -16,6 +16,7 @@ runs without PROMETHEUS_MULTIPROC_DIR and adds its figures to one small JSON fil
 """
 
 import fcntl
+import http
 import json
 import logging
 import os
@@ -59,6 +60,18 @@ MESSAGES = Counter(
     "Messages by the status they reached (sent, delivered, failed) and provider.",
     ["provider", "status"],
 )
+
+
+# Every label takes its values from a closed set: a label value a caller can choose (an
+# invented HTTP method) would add a series per request until /metrics is unreadable.
+OTHER = "other"
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+HTTP_STATUSES = frozenset(str(status.value) for status in http.HTTPStatus)
+
+
+def closed(value: str, allowed: frozenset[str]) -> str:
+    """Return `value` if it is one of `allowed`, else "other"."""
+    return value if value in allowed else OTHER
 
 
 def multiprocess_dir() -> Path | None:
@@ -220,9 +233,11 @@ def init_app(app) -> None:
 
     @app.after_request
     def count_request(response):
-        # The endpoint name, not the path: paths carry numbers and would explode the labels.
+        # The endpoint name, not the path (paths carry numbers): one of the url map's.
         endpoint = request.endpoint or "unmatched"
-        HTTP_REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+        method = closed(request.method, HTTP_METHODS)
+        status = closed(str(response.status_code), HTTP_STATUSES)
+        HTTP_REQUESTS.labels(endpoint, method, status).inc()
         started = g.get("metrics_started")
         if started is not None:
             HTTP_LATENCY.labels(endpoint).observe(time.perf_counter() - started)

@@ -15,8 +15,12 @@ and no transaction is open while the provider works (STYLE rule 4):
 Due means: status `sent`, sent within the window, and in no range claimed or asked
 about since this run started. So several runs at once (overlapping cron runs, several
 hosts) share the work: none asks about a message another has claimed or has just asked
-about, no run asks twice about one message, and no transition is counted twice. A run
-that dies leaves its claims to expire with their lease.
+about, no run asks twice about one message, and no transition is counted twice.
+
+A lease never outlives the window (the chunk is made small enough for its calls to fit).
+A run that is stopped (SIGTERM, Ctrl-C) hands its unfinished claims back; one that dies
+leaves them to end with their lease. Either way the next run polls those messages once
+more, even those that have left the window meanwhile.
 """
 
 import logging
@@ -25,12 +29,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from messaging import metrics, reconcile
+from messaging import metrics, receipts, reconcile
 from messaging.errors import MessagingError, ProviderError
 from messaging.providers.base import DELIVERED, FAILED, Provider, StatusUpdate
 from messaging.queries.polling import (
+    analyze_stale_tables,
     claim_due_messages,
     count_due_messages,
+    hand_back_poll_claims,
     poll_start,
     release_poll_claim,
 )
@@ -54,6 +60,19 @@ LOGGED_ERRORS = 10  # provider errors logged one by one per run; the rest are co
 def status_batch_size(provider: Provider) -> int:
     """Return how many ids the provider takes in one status query (1 unless it says more)."""
     return max(1, int(provider.status_batch_size))
+
+
+def single_chunk(provider: Provider, window: float) -> int:
+    """Return how many ids a lane claims at once from a one-id-a-call provider: at most
+    SINGLE_CHUNK, fewer when their calls would not fit in a lease as long as the window."""
+    fits = int((window - LEASE_MARGIN) // call_budget(provider.settings))
+    return max(1, min(SINGLE_CHUNK, fits))
+
+
+def lease_seconds(provider: Provider, calls: int, window: float) -> float:
+    """Return a claim's lease: its calls' budget and a margin, never longer than the window
+    (else a run that died would hide its messages until they left the window)."""
+    return min(calls * call_budget(provider.settings) + LEASE_MARGIN, window)
 
 
 @dataclass
@@ -96,7 +115,8 @@ def reconcile_then_poll(
     report: Callable[[str], None] | None = None,
     progress: Callable[[int], Callable[[int], None] | None] | None = None,
 ) -> PollSummary | None:
-    """Settle the sends a dead process left behind, then poll: one poll-status run.
+    """Settle the batches a dead process left behind, drop receipts no message claimed
+    within a day, then poll: one poll-status run.
 
     Reconcile goes first so that what it settles is polled in the same run. `report`
     hears reconcile's line when it settled something or could not run (the poll then
@@ -105,13 +125,18 @@ def reconcile_then_poll(
     provider has no status query (nothing is polled or counted), else the summary,
     which is also added to the metrics.
     """
+    lines = []
     try:
         reconciled = reconcile.reconcile(services)
+        dropped = receipts.drop_unmatched(services.db)
     except MessagingError as err:
-        line = f"reconcile: stopped: {err.message}"
+        lines.append(f"reconcile: stopped: {err.message}")
     else:
-        line = reconciled.line() if reconciled.batches or reconciled.errors else ""
-    if line and report is not None:
+        if reconciled.batches or reconciled.errors:
+            lines.append(reconciled.line())
+        if dropped:
+            lines.append(f"receipts: dropped {dropped} never matched by a message within 24 h")
+    for line in lines if report is not None else ():
         report(line)
     if not services.provider.can_query_status:
         return None
@@ -139,27 +164,30 @@ def poll(
 
     `progress` is called with the number of messages each finished chunk covered.
     Provider errors are counted and logged and the run goes on; a database failure
-    stops the run and is reported in `database_error`.
+    stops the run and is reported in `database_error`. A KeyboardInterrupt (Ctrl-C, or
+    SIGTERM as the command maps it) hands the unfinished claims back and propagates.
     """
     began = time.perf_counter()
     provider = services.provider
     summary = PollSummary()
     if not provider.can_query_status:
         return summary
+    window = window_seconds or services.config.delivery_status.window
     batch = status_batch_size(provider)
     if chunk_size is None:
-        chunk_size = min(batch, BATCH_CHUNK) if batch > 1 else SINGLE_CHUNK
+        chunk_size = min(batch, BATCH_CHUNK) if batch > 1 else single_chunk(provider, window)
     if lanes is None:
         lanes = BATCH_LANES if batch > 1 else SINGLE_LANES
-    calls = -(-chunk_size // batch)
-    lease = calls * call_budget(provider.settings) + LEASE_MARGIN
+    lease = lease_seconds(provider, -(-chunk_size // batch), window)
 
     run = _Run(services, batch, chunk_size, lease, summary, progress)
     try:
         with services.db.transaction() as cur:
-            run.run_start, run.window_start, first_id = poll_start(
-                cur, window_seconds or services.config.delivery_status.window
-            )
+            analyzed = analyze_stale_tables(cur)
+        if analyzed:
+            log.info("analyzed %s: their statistics were stale", ", ".join(analyzed))
+        with services.db.transaction() as cur:
+            run.run_start, run.window_start, first_id = poll_start(cur, window)
     except MessagingError as err:
         summary.database_error = err.message
     else:
@@ -186,6 +214,7 @@ class _Run:
         self.progress = progress
         self.run_start = self.window_start = None
         self.cursor = 0  # the last id looked at; the lanes claim after it, in turn
+        self.held: set[int] = set()  # claims taken and not yet stored
         self.claim_lock = threading.Lock()
         self.stop = threading.Event()
         self.lock = threading.Lock()
@@ -193,22 +222,39 @@ class _Run:
         self.unlogged_errors = 0
 
     def go(self, lanes: int) -> None:
-        if lanes <= 1:
-            self.lane()
-            return
-        threads = [
-            threading.Thread(target=self.lane, name=f"poll-lane-{n}", daemon=True)
-            for n in range(lanes)
-        ]
-        for thread in threads:
-            thread.start()
         try:
+            if lanes <= 1:
+                self.lane()
+                return
+            threads = [
+                threading.Thread(target=self.lane, name=f"poll-lane-{n}", daemon=True)
+                for n in range(lanes)
+            ]
+            for thread in threads:
+                thread.start()
             for thread in threads:
                 thread.join()
         except KeyboardInterrupt:
-            # Claims of unfinished chunks expire with their lease.
             self.stop.set()
+            self.hand_back()
             raise
+
+    def hand_back(self) -> None:
+        """End the leases of unfinished chunks now, so the next run polls their messages."""
+        with self.claim_lock:  # no lane claims once this is taken: `stop` is set
+            held = sorted(self.held)
+            self.held.clear()
+        if not held:
+            return
+        try:
+            with self.db.transaction() as cur:
+                hand_back_poll_claims(cur, held)
+        except MessagingError as err:
+            log.warning(
+                "poll-status stopped; %d claim(s) left to their lease: %s", len(held), err.message
+            )
+            return
+        log.warning("poll-status stopped; %d unfinished claim(s) handed back", len(held))
 
     def lane(self) -> None:
         """Claim, ask, store, until nothing is due or the run stops."""
@@ -229,12 +275,16 @@ class _Run:
 
     def claim(self) -> tuple[int | None, list[tuple[int, str]]]:
         """Claim the next chunk of due messages; (None, []) when none is left."""
-        with self.claim_lock, self.db.transaction() as cur:
-            claim_id, claimed = claim_due_messages(
-                cur, self.cursor, self.window_start, self.run_start, self.lease, self.chunk_size
-            )
+        with self.claim_lock:
+            if self.stop.is_set():
+                return None, []
+            with self.db.transaction() as cur:
+                claim_id, claimed = claim_due_messages(
+                    cur, self.cursor, self.window_start, self.run_start, self.lease, self.chunk_size
+                )
             if claimed:
                 self.cursor = claimed[-1][0]
+                self.held.add(claim_id)
         return claim_id, claimed
 
     def fail(self, reason: str) -> None:
@@ -305,6 +355,8 @@ class _Run:
             if final:
                 apply_status_updates(cur, final)
             release_poll_claim(cur, claim_id)
+        with self.claim_lock:
+            self.held.discard(claim_id)
         with self.lock:
             summary = self.summary
             summary.checked += len(claimed)

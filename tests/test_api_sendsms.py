@@ -78,7 +78,7 @@ def test_batches_of_max_batch_size_cover_every_recipient(client, db, provider):
     numbers = [f"083{i:07d}" for i in range(1201)]
     assert len(set(numbers)) == 1201
     body = client.post("/sendsms", json={"message": "batch", "msisdns": numbers}).get_json()
-    assert list(provider.batches) == [500, 500, 201]
+    assert sorted(provider.batches) == [201, 500, 500]  # in parallel, in any order
     rejected = sum(1 for n in numbers if n.endswith("9"))
     assert body["validNumbers"] == 1201
     assert body["messagesSent"] == 1201 - rejected

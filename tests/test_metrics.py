@@ -1,8 +1,11 @@
 """/metrics: requests, messages, provider calls and poll-status runs, summed over gunicorn
 workers and cron runs."""
 
+import http
 import json
+import random
 import re
+import string
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
@@ -150,3 +153,49 @@ def test_metrics_scraped_from_any_worker_sum_both_workers(database_url, db, tmp_
         assert sample(text, "messaging_http_requests_total", **pings) >= 60
         assert sample(text, "messaging_messages_total", provider="MockProvider", status="sent") == 2
     assert len({sample(text, "messaging_http_requests_total", **pings) for text in scrapes}) == 1
+
+
+def test_invented_methods_and_paths_add_no_series_to_metrics(app, database_url, db, tmp_path):
+    endpoints = {rule.endpoint for rule in app.url_map.iter_rules()} | {"unmatched"}
+    statuses = {str(status.value) for status in http.HTTPStatus}
+    with gunicorn_server(
+        base_config(),
+        database_url,
+        tmp_path,
+        args=("--config", GUNICORN_CONF),
+        extra_env={metrics.MULTIPROC_ENV: str(tmp_path / "metrics")},
+    ) as base:
+        session = requests.Session()
+
+        def series() -> list[dict]:
+            text = session.get(f"{base}/metrics").text
+            return [
+                {**found.labels, "value": found.value}
+                for family in text_string_to_metric_families(text)
+                for found in family.samples
+                if found.name == "messaging_http_requests_total"
+            ]
+
+        before = series()
+        rng = random.Random(12)
+        for _ in range(500):
+            method = "".join(rng.choices(string.ascii_uppercase, k=rng.randint(3, 12)))
+            path = rng.choice(["/ping", "/sendsms", f"/x{rng.randrange(10**9)}"])
+            assert session.request(method, base + path).status_code in (404, 405)
+        after = series()
+
+    def keys(labels_list):
+        return {(labels["endpoint"], labels["method"], labels["status"]) for labels in labels_list}
+
+    assert keys(after) - keys(before) <= {
+        ("ops.metrics_view", "GET", "200"),  # the first scrape counted itself after answering
+        ("unmatched", "other", "404"),
+        ("unmatched", "other", "405"),
+    }
+    assert sum(labels["value"] for labels in after if labels["method"] == "other") == 500
+    assert all(labels["method"] in metrics.HTTP_METHODS | {"other"} for labels in after)
+    assert all(labels["endpoint"] in endpoints for labels in after)
+    assert all(labels["status"] in statuses for labels in after)
+
+
+# --- /openapi.json and /docs ---

@@ -2,9 +2,11 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +23,7 @@ from messaging.errors import ProviderError
 from messaging.providers.base import Provider, StatusUpdate
 from messaging.providers.mock import STATUS_BY_LAST_DIGIT
 from tests.conftest import ROOT, base_config, rows
+from tests.providers.fakes import FakeProvider, Reply
 
 # --- a fake provider status API over real HTTP, and the plugin that speaks to it ---
 
@@ -255,6 +258,30 @@ def test_messages_claimed_by_another_run_are_left_to_it_until_its_lease_ends(
     assert status_server.asked == Counter({**dict.fromkeys(provider_ids, 1), provider_ids[7]: 2})
 
 
+def test_a_lapsed_lease_over_several_chunks_has_each_message_polled_once_past_the_window(
+    app, db, status_server
+):
+    provider_ids = insert_in_flight(db, 30, sent_ago="2 hours")  # long out of the window
+    insert_in_flight(db, 5, first=36)  # and five in it
+    with db.cursor() as cur:  # a run that died an hour ago held the 30
+        cur.execute(
+            "INSERT INTO poll_claims (first_id, last_id, polluntil) "
+            "SELECT min(id), max(id), now() - interval '1 hour' FROM sms WHERE senttime < "
+            "now() AT TIME ZONE 'utc' - interval '1 hour'"
+        )
+    use_provider(app, HttpStatusProvider(status_server.url, status_batch_size=10))
+    services = app.extensions["messaging"]
+
+    first = polling.poll(services, lanes=1, chunk_size=10)
+    second = polling.poll(services, lanes=1, chunk_size=10)
+
+    assert first.checked == 35
+    assert all(status_server.asked[pid] == 1 for pid in provider_ids)
+    assert second.checked == 1  # number 38, in the window and still in flight
+    assert rows(db, "SELECT count(*) FROM poll_claims WHERE NOT asked") == [(0,)]
+    assert_counters_match_statuses(db)
+
+
 # --- what one run asks about ---
 
 
@@ -437,3 +464,189 @@ def test_the_messaging_console_script_runs_poll_status(database_url, db, tmp_pat
 
     assert result.returncode == 0, result.stderr
     assert "checked 4, delivered 3, failed 1, still in flight 0, errors 0" in result.stdout
+
+
+# --- a run that is stopped or killed: its messages are polled by the next run ---
+
+# Twilio's answer by the number's last digit (MockProvider's rule).
+TWILIO_STATUS = {**dict.fromkeys("012345", "delivered"), "6": "undelivered", "7": "failed"}
+
+
+class HeldTwilio:
+    """A fake Twilio status API that holds every query until `answering` is set, then
+    answers by the number's last digit (8: still `sent`)."""
+
+    def __init__(self):
+        self.fake = FakeProvider()
+        self.answering = threading.Event()
+        self.fake.default = self.answer
+
+    def answer(self, recorded):
+        self.answering.wait(60)
+        provider_id = recorded.path.rsplit("/", 1)[-1].removesuffix(".json")
+        number = provider_id.split("-")[1]
+        return Reply(200, {"sid": provider_id, "status": TWILIO_STATUS.get(number[-1], "sent")})
+
+    def asked(self) -> list[str]:
+        return [recorded.path.rsplit("/", 1)[-1] for recorded in self.fake.requests]
+
+    def stop(self):
+        self.answering.set()
+        self.fake.stop()
+
+
+@pytest.fixture
+def held_twilio():
+    fake = HeldTwilio()
+    yield fake
+    fake.stop()
+
+
+def twilio_config(url) -> dict:
+    return base_config(name="Twilio", token="tw-token", url=url, options={"accountSid": "AC1"})
+
+
+def start_poll_run(config, database_url, tmp_path, *args) -> subprocess.Popen:
+    """`flask --app messaging poll-status ARGS` in a process of its own, as cron starts it."""
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(config))
+    env = {
+        **os.environ,
+        "MESSAGING_CONFIG": str(config_file),
+        "MESSAGING_DATABASE_URL": database_url,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "messaging", "poll-status", *args],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_until(condition, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting: {what}"
+        time.sleep(0.1)
+
+
+def claimed_messages(db) -> int:
+    return rows(
+        db,
+        "SELECT count(*) FROM sms WHERE EXISTS "
+        "(SELECT 1 FROM poll_claims AS c WHERE sms.id BETWEEN c.first_id AND c.last_id)",
+    )[0][0]
+
+
+def claim_four_then(stop, held_twilio, db, database_url, tmp_path, window="10s") -> str:
+    """Start a poll run over four messages, let it claim them all and ask the (held)
+    provider, then stop it with `stop(process)`; return what it wrote on stderr."""
+    config = twilio_config(held_twilio.fake.url)
+    process = start_poll_run(config, database_url, tmp_path, "--window", window)
+    try:
+        wait_until(
+            lambda: claimed_messages(db) == 4 and held_twilio.fake.requests,
+            20,
+            "the run claims all four and asks the provider",
+        )
+        stop(process)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return stderr
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_a_stopped_run_hands_its_claims_back_and_the_next_run_polls_them(
+    make_app, db, database_url, tmp_path, held_twilio, signal_name
+):
+    runner = make_app(twilio_config(held_twilio.fake.url)).test_cli_runner()
+    provider_ids = insert_in_flight(db, 4, first=5)  # 5 delivered, 6 and 7 failed, 8 in flight
+    number = getattr(signal, signal_name)
+
+    stderr = claim_four_then(
+        lambda process: process.send_signal(number), held_twilio, db, database_url, tmp_path
+    )
+
+    # Each chunk's lease ended when the run stopped.
+    assert rows(db, "SELECT bool_and(polluntil <= now()) FROM poll_claims") == [(True,)]
+    assert "poll-status: stopped before it finished" in stderr
+    asked_before = Counter(held_twilio.asked())
+    held_twilio.answering.set()
+    result = runner.invoke(args=["poll-status"])
+    assert "checked 4, delivered 1, failed 2, still in flight 1, errors 0" in result.output
+    asked_now = Counter(held_twilio.asked()) - asked_before
+    assert asked_now == Counter(f"{pid}.json" for pid in provider_ids)
+    assert_counters_match_statuses(db)
+
+
+def test_a_killed_runs_lease_ends_within_the_window_and_its_messages_are_polled_once_past_it(
+    make_app, db, database_url, tmp_path, held_twilio
+):
+    runner = make_app(twilio_config(held_twilio.fake.url)).test_cli_runner()
+    insert_in_flight(db, 4, first=5)
+
+    claim_four_then(lambda process: process.kill(), held_twilio, db, database_url, tmp_path)
+
+    # Nothing handed back; the leases end on their own, no later than the 10 s window.
+    assert rows(
+        db,
+        "SELECT bool_and(polluntil > now()), "
+        "bool_and(polluntil <= now() + interval '10 seconds') FROM poll_claims",
+    ) == [(True, True)]
+    wait_until(
+        lambda: (
+            rows(
+                db,
+                "SELECT bool_and(polluntil < now()) AND (SELECT bool_and(senttime < "
+                "now() AT TIME ZONE 'utc' - interval '10 seconds') FROM sms) FROM poll_claims",
+            )
+            == [(True,)]
+        ),
+        15,
+        "the leases end and the messages leave the window",
+    )
+    held_twilio.answering.set()
+
+    past_the_window = runner.invoke(args=["poll-status", "--window", "10s"])
+    again = runner.invoke(args=["poll-status", "--window", "10s"])
+
+    assert "checked 4, delivered 1, failed 2, still in flight 1, errors 0" in past_the_window.output
+    assert "checked 0," in again.output  # once: the one still in flight has left the window
+    assert statuses(db) == {"delivered": 1, "failed": 2, "sent": 1}
+    assert_counters_match_statuses(db)
+
+
+# --- planner statistics ---
+
+
+def table_stats(db, table="sms"):
+    return rows(
+        db,
+        "SELECT n_mod_since_analyze, last_analyze FROM pg_stat_user_tables WHERE relname = %s",
+        table,
+    )[0]
+
+
+def test_poll_status_analyzes_the_messages_table_when_a_large_send_left_it_unanalysed(runner, db):
+    with db.cursor() as cur:  # as on a server with autovacuum off
+        cur.execute("ALTER TABLE sms SET (autovacuum_enabled = false)")
+    try:
+        insert_in_flight(db, 20_000, sends=4)
+        rows(db, "SELECT pg_stat_force_next_flush()")
+        changed, analyzed_before = table_stats(db)
+        assert changed >= 20_000
+
+        result = runner.invoke(args=["poll-status"])
+
+        assert "checked 20000," in result.output
+        changed, analyzed = table_stats(db)
+        assert analyzed is not None and (analyzed_before is None or analyzed > analyzed_before)
+    finally:
+        with db.cursor() as cur:
+            cur.execute("ALTER TABLE sms RESET (autovacuum_enabled)")

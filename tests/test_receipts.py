@@ -233,3 +233,41 @@ def test_a_receipt_over_real_http_reaches_the_send_report(live_server, db):
     report = requests.get(f"{live_server}/sends/{sent['refNumber']}", timeout=10).json()
     assert report["send"]["delivered"] == 1
     assert report["recipients"][0]["status"] == "delivered"
+
+
+def test_a_final_receipt_for_an_id_not_yet_sent_is_applied_when_its_batch_is_written(client, db):
+    # MockProvider's id for the first message (sms id 1) to 27830000001, before it exists.
+    early = post_receipt(client, {"id": "mock-27830000001-1", "status": "failed", "code": "005"})
+    in_flight = post_receipt(client, {"id": "mock-27830000002-2", "status": "sent"})
+    assert early.get_json() == {"received": 1, "updated": 0, "unknown": 1}
+    assert in_flight.get_json() == {"received": 1, "updated": 0, "unknown": 1}
+    assert rows(db, "SELECT providerid, status FROM early_receipts") == [
+        ("mock-27830000001-1", "failed")
+    ]
+
+    ref = send(client, "0830000001", "0830000002")
+
+    assert message(db, "27830000001")[:2] == ("failed", "005")
+    assert message(db, "27830000002")[0] == "sent"
+    assert counters(db, ref) == (1, 0, 1)
+    assert rows(db, "SELECT count(*) FROM early_receipts") == [(0,)]
+
+
+def test_kept_receipts_never_matched_in_24_hours_are_logged_and_dropped_by_poll_status(
+    client, runner, db, receipt_log
+):
+    post_receipt(client, {"id": "mock-old-404", "status": "delivered"})
+    post_receipt(client, {"id": "mock-new-405", "status": "delivered"})
+    with db.cursor() as cur:
+        cur.execute(
+            "UPDATE early_receipts SET receivedat = now() - interval '25 hours' "
+            "WHERE providerid = 'mock-old-404'"
+        )
+
+    result = runner.invoke(args=["poll-status"])
+
+    assert result.exit_code == 0, result.output
+    assert "receipts: dropped 1 never matched by a message within 24 h" in result.output
+    assert rows(db, "SELECT providerid FROM early_receipts") == [("mock-new-405",)]
+    dropped = [r.getMessage() for r in receipt_log if "dropped" in r.getMessage()]
+    assert len(dropped) == 1 and "mock-old-404 (delivered)" in dropped[0]

@@ -3,6 +3,7 @@ text, oversized and malformed bodies. None causes a 5xx; each is stored verbatim
 refused with a clear error that changes nothing."""
 
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
@@ -14,7 +15,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import base_config, rows
+from tests.conftest import base_config, gunicorn_server, rows
 
 # --- schemathesis: every documented operation, a few hundred cases, derandomized ---
 
@@ -170,3 +171,65 @@ def test_malformed_json_is_406_and_records_nothing(client, db, body):
     assert answer.status_code == 406
     assert answer.get_json()["error"]
     assert nothing_recorded(db)
+
+
+# --- MaxBodyBytes over real HTTP: the same 413 whatever the body's framing ---
+
+LIMIT = 10 * 1024 * 1024  # MaxBodyBytes' default, as `make run` serves it
+
+
+def chunked(body: bytes):
+    """The body as a generator: requests sends it `Transfer-Encoding: chunked`."""
+    for start in range(0, len(body), 64 * 1024):
+        yield body[start : start + 64 * 1024]
+
+
+def padded_form(size: int, message: bytes = b"Water+off+at+10%3A00") -> bytes:
+    """A valid send whose padding field takes the body to `size` bytes: cut at the limit,
+    it still parses and sends."""
+    head = b"msisdns=0830000001&message=" + message + b"&pad="
+    return head + b"x" * (size - len(head))
+
+
+@pytest.fixture(scope="module")
+def gunicorn_base(database_url, tmp_path_factory):
+    with gunicorn_server(base_config(), database_url, tmp_path_factory.mktemp("gunicorn")) as base:
+        yield base
+
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize("framing", ["chunked", "content-length"])
+@pytest.mark.parametrize(
+    ("path", "body", "headers"),
+    [
+        ("/sendsms", padded_form(LIMIT + 4096), FORM),
+        ("/sendsms", b'{"message": "hi", "msisdns": ["0830000001"]}' + b" " * LIMIT, JSON),
+        ("/normalize", b'{"msisdns": ["0830000001"]}' + b" " * LIMIT, JSON),
+        ("/callbacks/MockProvider", b'{"id": "x", "status": "delivered"}' + b" " * LIMIT, JSON),
+    ],
+    ids=["sendsms-form", "sendsms-json", "normalize", "callback"],
+)
+def test_a_body_over_max_body_bytes_is_413_through_gunicorn_chunked_or_not(
+    gunicorn_base, db, path, body, headers, framing
+):
+    data = chunked(body) if framing == "chunked" else body
+
+    answer = requests.post(gunicorn_base + path, data=data, headers=headers, timeout=60)
+
+    assert answer.status_code == 413
+    assert answer.json() == {"error": f"request body over {LIMIT} bytes (MaxBodyBytes)"}
+    assert nothing_recorded(db)
+
+
+def test_a_chunked_body_within_max_body_bytes_is_read_whole(gunicorn_base, db):
+    text = "Water off at 10:00 in Ward 5, back at 14:00."
+    at_limit = padded_form(LIMIT, text.replace(" ", "+").encode())
+
+    answer = requests.post(gunicorn_base + "/sendsms", data=chunked(at_limit), headers=FORM)
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["messagesSent"] == 1
+    assert rows(db, "SELECT message FROM sms") == [(text,)]

@@ -1,6 +1,12 @@
-"""Delivery status: the newest message to a number, final answers, and row locks for writers."""
+"""Delivery status: the newest message to a number, final answers, row locks for writers,
+and receipts that came before their message's row."""
 
+from messaging.providers.base import StatusUpdate
 from messaging.queries import NOW_UTC, array_literal
+
+# Advisory lock id. A receipt keeping early statuses takes it alone, a batch writing its
+# rows takes it shared: whichever comes second sees what the first committed.
+EARLY_RECEIPTS_LOCK = 727_004
 
 
 def latest_message(cur, msisdn):
@@ -125,3 +131,68 @@ def _lock_sends(cur, messages):
             (array_literal(sendlog_ids),),
         )
     return [(sms_id, provider_id) for sms_id, provider_id, _ in messages]
+
+
+def keep_early_receipts(cur, updates):
+    """Keep final statuses whose provider id no message carries yet; return the ids that
+    some message carries by now (its batch was written meanwhile), which are not kept.
+
+    Takes the early-receipts lock first and locks no row after it, so it never waits on a
+    batch's writer that waits on the lock.
+    """
+    cur.execute("SELECT pg_advisory_xact_lock(%s)", (EARLY_RECEIPTS_LOCK,))
+    provider_ids = [update.provider_id for update in updates]
+    cur.execute(
+        "SELECT DISTINCT providerid FROM sms WHERE providerid = ANY(%s::varchar[])",
+        (array_literal(provider_ids),),
+    )
+    known = {row[0] for row in cur.fetchall()}
+    kept = [update for update in updates if update.provider_id not in known]
+    if kept:
+        cur.execute(
+            """
+            INSERT INTO early_receipts (providerid, status, errorcode, reason)
+            SELECT * FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[])
+            ON CONFLICT (providerid) DO NOTHING
+            """,
+            tuple(
+                array_literal([getattr(update, name) for update in kept])
+                for name in ("provider_id", "status", "code", "reason")
+            ),
+        )
+    return known
+
+
+def apply_early_receipts(cur, provider_ids):
+    """Apply and drop the kept receipts for these provider ids; return the messages changed.
+
+    The send path calls it in the transaction that writes a batch's sms rows, right after
+    writing them, with the provider ids it wrote; the counters move as for any receipt.
+    """
+    if not provider_ids:
+        return 0
+    cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (EARLY_RECEIPTS_LOCK,))
+    cur.execute("SELECT EXISTS (SELECT 1 FROM early_receipts)")
+    if not cur.fetchone()[0]:  # the usual case: spare the server the batch's ids
+        return 0
+    cur.execute(
+        """
+        DELETE FROM early_receipts WHERE providerid = ANY(%s::varchar[])
+        RETURNING providerid, status, errorcode, reason
+        """,
+        (array_literal(provider_ids),),
+    )
+    found = [StatusUpdate(*row) for row in cur.fetchall()]
+    return apply_status_updates(cur, found) if found else 0
+
+
+def drop_early_receipts(cur, older_than_seconds):
+    """Drop kept receipts older than that; return [(provider id, status, received at)]."""
+    cur.execute(
+        """
+        DELETE FROM early_receipts WHERE receivedat < now() - make_interval(secs => %s)
+        RETURNING providerid, status, receivedat
+        """,
+        (older_than_seconds,),
+    )
+    return sorted(cur.fetchall(), key=lambda row: row[2])

@@ -8,6 +8,7 @@ starts is stopped at the end, failure or not. Prints `e2e: N passed, M failed` l
 exits non-zero on any failure. Installs nginx from the distribution when missing (root).
 """
 
+import http.client
 import json
 import os
 import re
@@ -34,6 +35,25 @@ PYTHON = sys.executable
 LOCAL_SERVER = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 # What cron gives a job: almost no environment, no terminal, no stdin.
 CRON_PATH = "/usr/local/bin:/usr/bin:/bin"
+# The source address of "a caller from the internet" (the rendered nginx.conf denies it).
+PUBLIC = "127.0.0.2"
+# Every spelling of /metrics the app answers, or nginx might take for another path.
+METRICS_PATHS = [
+    "/metrics", "/METRICS", "/Metrics", "/mEtRiCs", "/metrics/", "/metrics?x=1", "//metrics",
+    "/%6detrics", "/%6Detrics", "/%4DETRICS", "/%2Fmetrics", "/./metrics", "/ping/../metrics",
+    "/METRICS%2F",
+]  # fmt: skip
+
+
+def raw_get(port: int, path: str, source: str = "127.0.0.1") -> tuple[int, bytes]:
+    """GET `path` exactly as written (no client normalising it), from `source`."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
 
 
 class Checks:
@@ -151,6 +171,8 @@ def render_nginx(work: Path, nginx_port: int, app_port: int) -> Path:
         (r"listen 80;", f"listen 127.0.0.1:{nginx_port};"),
         (r"server 127\.0\.0\.1:2016\b", f"server 127.0.0.1:{app_port}"),
         (r"/var/log/nginx/", f"{work}/"),
+        # A loopback address that stands for a public caller: refused where the public is.
+        (r"allow 127\.0\.0\.0/8;", f"deny {PUBLIC};\n        allow 127.0.0.0/8;"),
     ]
     for pattern, replacement in replacements:
         site, count = re.subn(pattern, replacement, site)
@@ -339,6 +361,17 @@ def run(checks: Checks, stack: ExitStack, work: Path) -> None:
         too_big.status_code == 413 and "error" in too_big.json(),
         too_big.text[:200],
     )
+    padded = b"msisdns=0830000001&message=chunked&pad=" + b"x" * (11 * 1024 * 1024)
+    chunked = http.post(
+        f"{base}/sendsms",
+        data=(padded[at : at + 65536] for at in range(0, len(padded), 65536)),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    checks.check(
+        "nginx refuses a chunked body over 10 MiB with JSON 413 too",
+        chunked.status_code == 413 and "error" in chunked.json(),
+        chunked.text[:200],
+    )
 
     docs = http.get(f"{base}/docs")
     bundle = http.get(f"{base}/docs/swagger-ui-bundle.js")
@@ -446,6 +479,29 @@ def run(checks: Checks, stack: ExitStack, work: Path) -> None:
         "/metrics shows the poll-status run",
         metric(texts[0], "messaging_poll_runs_total", outcome="ok") >= 1,
         [line for line in texts[0].splitlines() if "poll" in line],
+    )
+
+    public = {path: raw_get(nginx_port, path, PUBLIC) for path in METRICS_PATHS}
+    leaked = {path: status for path, (status, body) in public.items() if b"messaging_" in body}
+    checks.check(
+        "no spelling of /metrics reaches the app for a public caller",
+        not leaked and {status for status, _ in public.values()} == {403},
+        leaked or {path: status for path, (status, _) in public.items()},
+    )
+    status, body = public["/METRICS"]
+    checks.check(
+        "nginx refuses /metrics with JSON 403",
+        status == 403 and body.startswith(b"{") and json.loads(body).get("error") == "forbidden",
+        body[:200],
+    )
+    ping = raw_get(nginx_port, "/ping", PUBLIC)
+    inside = {
+        path: raw_get(nginx_port, path)[0] for path in ("/METRICS", "/%6Detrics", "//metrics")
+    }
+    checks.check(
+        "the public caller gets the rest, and the monitoring side each spelling of /metrics",
+        ping[0] == 200 and set(inside.values()) == {200},
+        (ping[0], inside),
     )
 
     app_log = (work / "messaging.log").read_text()

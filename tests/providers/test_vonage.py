@@ -1,11 +1,14 @@
 """Vonage plugin against a fake Vonage on 127.0.0.1."""
 
+import threading
+
 import pytest
+import requests
 
 from messaging.errors import ProviderError, ReceiptRejected
 from messaging.providers.base import Receipt, Recipient
 from messaging.providers.vonage import Vonage
-from tests.conftest import base_config, rows
+from tests.conftest import base_config, gunicorn_server, rows
 from tests.providers.conftest import outcomes, plugin, poll, send, settings
 from tests.providers.fakes import Reply, vonage_accepts
 
@@ -185,3 +188,72 @@ def test_no_poll_and_delivery_receipts_update_the_message(fake, make_app, db):
         ("sent", None),
         ("sent", None),
     ]
+
+
+class OvertakingVonage:
+    """Vonage's /sms/json that accepts the first number at once and holds the rest of the
+    batch until Vonage's delivery receipt for it has been posted to the service and
+    answered: the receipt overtakes the batch's record, as one did 40 ms after Vonage
+    accepted a message while the rest of its batch was still going out."""
+
+    def __init__(self, fake, first: str):
+        self.first = first
+        self.callback = ""  # the service's /callbacks/Vonage URL, secret included
+        self.accepted_first = threading.Event()
+        self.lock = threading.Lock()
+        self.receipt_answers: list[tuple[int, dict]] = []
+        fake.default = self.answer
+
+    def answer(self, request):
+        to = request.form["to"]
+        if to != self.first:
+            assert self.accepted_first.wait(10)
+            with self.lock:
+                if not self.receipt_answers:
+                    receipt = {
+                        "messageId": "V-" + self.first,
+                        "status": "delivered",
+                        "err-code": "0",
+                    }
+                    posted = requests.post(self.callback, json=receipt, timeout=10)
+                    self.receipt_answers.append((posted.status_code, posted.json()))
+        reply = Reply(
+            200,
+            {
+                "message-count": "1",
+                "messages": [{"to": to, "message-id": "V-" + to, "status": "0"}],
+            },
+        )
+        if to == self.first:
+            self.accepted_first.set()
+        return reply
+
+
+def test_a_receipt_that_overtakes_its_batch_is_kept_and_applied_when_the_batch_is_written(
+    fake, database_url, db, tmp_path
+):
+    vonage = OvertakingVonage(fake, first="27830000001")
+    config = base_config(
+        name="Vonage",
+        token="s",
+        url=fake.url,
+        options={"apiKey": "k", "callbackSecret": "s3"},
+        **{"from": "IMQS"},
+    )
+    with gunicorn_server(config, database_url, tmp_path) as base:
+        vonage.callback = f"{base}/callbacks/Vonage?secret=s3"
+        sent = requests.post(
+            f"{base}/sendsms",
+            json={"message": "hi", "msisdns": ["0830000001", "0830000002", "0830000003"]},
+        )
+
+    assert sent.status_code == 200 and sent.json()["messagesSent"] == 3
+    # Answered before the batch was written: no message carried the id yet.
+    assert vonage.receipt_answers == [(200, {"received": 1, "updated": 0, "unknown": 1})]
+    assert [(s, c) for _, s, c in outcomes(db)] == [
+        ("delivered", "0"),
+        ("sent", None),
+        ("sent", None),
+    ]
+    assert rows(db, "SELECT sent, delivered, failed FROM sendlog") == [(2, 1, 0)]
+    assert rows(db, "SELECT count(*) FROM early_receipts") == [(0,)]
