@@ -14,6 +14,7 @@ from messaging.service import Services
 log = logging.getLogger(__name__)
 
 
+@cli.one_line_errors
 def create_app(test_config: Config | Mapping | None = None) -> Flask:
     """Build the app from config.json (or `test_config`), with database and provider ready."""
     if test_config is None:
@@ -29,11 +30,13 @@ def create_app(test_config: Config | Mapping | None = None) -> Flask:
     logs.init_app(app, config)
     for warning in config.warnings:
         log.warning("config: %s", warning)
+    # The provider first: a misspelt name stops start-up before the database is touched.
+    provider = load_provider(config.provider)
     database = db.init_app(app, config)
     app.extensions["messaging"] = Services(
         config=config,
         db=database,
-        provider=load_provider(config.provider),
+        provider=provider,
         normaliser=Normaliser(config.provider.countries, config.provider.mobile_only),
     )
     auth.init_app(app, config.authentication)

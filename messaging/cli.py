@@ -4,6 +4,7 @@ import csv
 import functools
 import getpass
 import importlib
+import os
 import pkgutil
 import sys
 import time
@@ -16,8 +17,52 @@ from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
 from messaging import auth, db, metrics, polling, reconcile, service
 from messaging.config import ConfigError, parse_duration
+from messaging.embedded import EmbeddedError
 from messaging.errors import MessagingError
 from messaging.queries.reports import status_totals
+
+# What start-up and commands report on one line (exit status 2): a bad config or provider
+# name, a database that cannot be reached or started.
+STARTUP_ERRORS = (ConfigError, MessagingError, EmbeddedError)
+DEBUG_ENV = "MESSAGING_DEBUG"
+
+
+class StartupFailed(click.ClickException):
+    exit_code = 2
+
+
+def debugging() -> bool:
+    """True when errors should show their traceback: --debug or MESSAGING_DEBUG=1."""
+    # Flask's --debug sets FLASK_DEBUG before the app is built.
+    return any(
+        os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+        for name in (DEBUG_ENV, "FLASK_DEBUG")
+    )
+
+
+def one_line(err: Exception) -> str:
+    message = err.message if isinstance(err, MessagingError) else str(err)
+    return " ".join(message.split()) or type(err).__name__
+
+
+def one_line_errors(function):
+    """Under a command, report a start-up error on one line with exit status 2.
+
+    Outside one (gunicorn, tests) and with --debug the error goes on as it is.
+    """
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except STARTUP_ERRORS as err:
+            if debugging() or click.get_current_context(silent=True) is None:
+                raise
+            raise StartupFailed(one_line(err)) from None
+
+    wrapper.one_line_errors = True
+    return wrapper
+
 
 # AppGroup: every subcommand runs inside the app context.
 db_group = AppGroup("db", help="Database schema commands.")
@@ -288,13 +333,25 @@ def reconcile_command(older_than):
 
 
 def init_app(app) -> None:
-    app.cli.add_command(poll_status)
-    app.cli.add_command(reconcile_command)
-    app.cli.add_command(send_command)
-    app.cli.add_command(stats_command)
-    app.cli.add_command(db_group)
-    app.cli.add_command(api_key_group)
+    for command in (
+        poll_status,
+        reconcile_command,
+        send_command,
+        stats_command,
+        db_group,
+        api_key_group,
+    ):
+        _report_on_one_line(command)
+        app.cli.add_command(command)
     app.shell_context_processor(shell_context)
+
+
+def _report_on_one_line(command: click.Command) -> None:
+    if isinstance(command, click.Group):
+        for subcommand in command.commands.values():
+            _report_on_one_line(subcommand)
+    elif command.callback and not getattr(command.callback, "one_line_errors", False):
+        command.callback = one_line_errors(command.callback)
 
 
 def query_modules() -> SimpleNamespace:
