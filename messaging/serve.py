@@ -43,13 +43,12 @@ class StartupError(Exception):
     """`make run` cannot start; the message is one line."""
 
 
-class Stopped(Exception):  # noqa: N818 - a signal, not a failure
+class Stopped(Exception):
     """A stop signal arrived during start-up."""
 
 
 def children(listener: socket.socket) -> list[tuple[str, list[str], tuple[int, ...]]]:
-    """What runs beside the database, in start order, with the descriptors each is given;
-    stopped in this order too."""
+    """List (name, command, descriptors given) of what runs beside the database, in order."""
     gunicorn = [sys.executable, "-m", "gunicorn", "--bind", f"fd://{listener.fileno()}"]
     if GUNICORN_CONF.exists():
         gunicorn += ["--config", str(GUNICORN_CONF)]
@@ -66,6 +65,8 @@ def children(listener: socket.socket) -> list[tuple[str, list[str], tuple[int, .
 
 
 class Supervisor:
+    """Start the database and the children, wait for a signal or a child's end, stop all."""
+
     def __init__(self):
         self.signals: list[int] = []
         self.starting = True
@@ -111,7 +112,9 @@ class Supervisor:
         listener = listen(host, config.http_port)
         try:
             dsn = self.database(config)
-            applied = apply_migrations(Database(dsn, max_connections=1))
+            database = Database(dsn, max_connections=1)
+            applied = apply_migrations(database)
+            database.close()
             if applied:
                 say(f"applied migrations {', '.join(applied)}")
             # Everything gunicorn's workers will build, built once here: a mistake is
