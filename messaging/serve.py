@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from messaging import cli, create_app, embedded
+from messaging import cli, create_app, embedded, embedded_setup
 from messaging.auth import exposure_warning
 from messaging.config import Config, load_config
 from messaging.db import Database, apply_migrations, database_url, ensure_database, resolve_dsn
@@ -136,7 +136,7 @@ class Supervisor:
         server = embedded.start(self.data_dir)
         if server.data_dir != Path(self.data_dir).resolve():
             say(
-                f"as root, PostgreSQL runs as user {embedded.SYSTEM_USER} with its data in "
+                f"as root, PostgreSQL runs as user {embedded_setup.SYSTEM_USER} with its data in "
                 f"{server.data_dir}"
             )
         ensure_database(server.url, config.database.database)

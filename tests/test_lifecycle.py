@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from messaging import embedded
+from messaging import embedded, embedded_setup
 from tests.conftest import ROOT, base_config, free_port
 
 VENV = Path(sys.prefix)
@@ -257,7 +257,7 @@ def test_an_unclean_stop_is_healed_by_the_next_make_run(pgdata, tmp_path, runs):
     # Its postmaster.pid now names a process id another process of the server's user has
     # taken (PostgreSQL alone refuses to start then), an older version's bookkeeping a
     # dead one.
-    user = {"user": embedded.SYSTEM_USER} if os.geteuid() == 0 else {}
+    user = {"user": embedded_setup.SYSTEM_USER} if os.geteuid() == 0 else {}
     with subprocess.Popen(["sleep", "60"], **user) as reused:
         lines = (place / "postmaster.pid").read_text().splitlines()
         (place / "postmaster.pid").write_text("\n".join([str(reused.pid), *lines[1:]]) + "\n")
@@ -425,8 +425,8 @@ def test_as_root_postgres_runs_as_its_own_user_and_no_permission_changes(pgdata,
     run.wait_serving()
     pid = embedded.running_pid(data)
     owner = Path(f"/proc/{pid}").stat().st_uid
-    assert owner == pwd.getpwnam(embedded.SYSTEM_USER).pw_uid
-    assert embedded.location(data).is_relative_to(embedded.ROOT_HOME)
+    assert owner == pwd.getpwnam(embedded_setup.SYSTEM_USER).pw_uid
+    assert embedded.location(data).is_relative_to(embedded_setup.ROOT_HOME)
     run.stop(signal.SIGINT)
     assert_nothing_left(config, data)
     changed = {
