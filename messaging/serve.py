@@ -61,7 +61,9 @@ def children(listener: socket.socket) -> list[tuple[str, list[str], tuple[int, .
         str(THREADS),
         "messaging:create_app()",
     ]
-    return [("gunicorn", gunicorn, (listener.fileno(),))]
+    # Sends are sent from PostgreSQL by a dispatcher, outside the requests.
+    dispatcher = [sys.executable, "-m", "flask", "--app", "messaging", "dispatch"]
+    return [("gunicorn", gunicorn, (listener.fileno(),)), ("dispatcher", dispatcher, ())]
 
 
 class Supervisor:

@@ -200,6 +200,24 @@ def send(base: str) -> None:
     assert answer.json()["messagesSent"] == 1
 
 
+def sent_by_the_dispatcher(base: str) -> None:
+    """A send answered at once goes out with make run's dispatcher, not the request."""
+    answer = requests.post(
+        f"{base}/sendsms",
+        data={"message": "Hi", "msisdns": "0830000001,0830000002"},
+        headers={"Prefer": "respond-async"},
+    )
+    assert answer.status_code == 202
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        report = requests.get(f"{base}/sends/{answer.json()['refNumber']}").json()["send"]
+        if report["state"] == "done":
+            assert report["sent"] == 2
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not sent within 30 s: {report}")
+
+
 # --- make run: one supervisor, stopped by any signal ---
 
 
@@ -218,10 +236,12 @@ def test_make_run_stops_gunicorn_and_postgres_on_each_signal(pgdata, tmp_path, r
     run = runs(MAKE_RUN, config)
     base = run.wait_serving()
     send(base)
+    sent_by_the_dispatcher(base)
     assert embedded.running_pid(data)
     run.stop(signum, group)
     assert_nothing_left(config, data)
     assert "messaging: stopping gunicorn" in run.output()
+    assert "messaging: stopping dispatcher" in run.output()
 
 
 def test_the_end_of_a_child_stops_the_rest(pgdata, tmp_path, runs):
