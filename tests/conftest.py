@@ -185,10 +185,13 @@ def gunicorn_server(
     workers: int = 2,
     args: tuple[str, ...] = (),
     extra_env: dict | None = None,
+    host: str = "127.0.0.1",
+    prefix: tuple[str, ...] = (),
 ):
-    """Run gunicorn on a free loopback port with this config; yield its base URL.
+    """Run gunicorn on a free port of `host` with this config; yield its base URL.
 
-    `args` go on gunicorn's command line (e.g. a --config file), `extra_env` into its env.
+    `args` go on gunicorn's command line (e.g. a --config file), `extra_env` into its env,
+    `prefix` before it (e.g. `ip netns exec <namespace>`: a host of its own).
     """
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps(config))
@@ -202,6 +205,7 @@ def gunicorn_server(
     log_file = open(tmp_path / "gunicorn.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [
+            *prefix,
             sys.executable,
             "-m",
             "gunicorn",
@@ -209,7 +213,7 @@ def gunicorn_server(
             "--workers",
             str(workers),
             "--bind",
-            f"127.0.0.1:{port}",
+            f"{host}:{port}",
             *args,
             "wsgi:app",
         ],
@@ -218,7 +222,7 @@ def gunicorn_server(
         stdout=log_file,
         stderr=subprocess.STDOUT,
     )
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://{host}:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -257,17 +261,18 @@ def proxy(pg_server):
 def through(proxy: TcpProxy, url: str) -> str:
     """The same database, reached through the proxy."""
     params = psycopg2.extensions.parse_dsn(url)
-    params.update(host="127.0.0.1", port=str(proxy.port))
+    params.update(host=proxy.host, port=str(proxy.port))
     database = params.pop("dbname")
     return url_for_database(" ".join(f"{k}={v}" for k, v in params.items()), database)
 
 
 @contextlib.contextmanager
 def dispatcher_process(
-    config: dict, database_url: str, tmp_path: Path, name: str = "dispatch", args=()
+    config: dict, database_url: str, tmp_path: Path, name: str = "dispatch", args=(), prefix=()
 ):
-    """Run `flask --app messaging dispatch` as a process of its own; yield its Popen (its
-    output goes to tmp_path/<name>.log). Stopped with SIGTERM at the end if still running."""
+    """Run `flask --app messaging dispatch` as a process of its own (after `prefix`, as in
+    gunicorn_server); yield its Popen (its output goes to tmp_path/<name>.log). Stopped with
+    SIGTERM at the end if still running."""
     config_file = tmp_path / f"{name}-config.json"
     config_file.write_text(json.dumps(config))
     env = {
@@ -277,7 +282,7 @@ def dispatcher_process(
     }
     log_file = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
-        [sys.executable, "-m", "flask", "--app", "messaging", "dispatch", *args],
+        [*prefix, sys.executable, "-m", "flask", "--app", "messaging", "dispatch", *args],
         cwd=ROOT,
         env=env,
         stdout=log_file,

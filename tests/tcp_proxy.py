@@ -8,13 +8,15 @@ import threading
 
 
 class TcpProxy:
-    """Forward 127.0.0.1:`port` to `target`; `cut()` drops every connection and refuses new
-    ones (accepted, then closed at once) until `restore()`. `cut(hang=True)` instead holds
-    new ones unanswered until `restore()` closes them (a server that stopped answering)."""
+    """Forward `host`:`port` (127.0.0.1 unless given) to `target`; `cut()` drops every
+    connection and refuses new ones (accepted, then closed at once) until `restore()`.
+    `cut(hang=True)` instead holds new ones unanswered until `restore()` closes them (a
+    server that stopped answering)."""
 
-    def __init__(self, target_host: str, target_port: int):
+    def __init__(self, target_host: str, target_port: int, host: str = "127.0.0.1"):
         self.target = (target_host, target_port)
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.host = host
+        self._listener = socket.create_server((host, 0))
         self.port = self._listener.getsockname()[1]
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()

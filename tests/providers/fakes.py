@@ -19,6 +19,7 @@ class Recorded:
     headers: dict
     body: bytes
     form: dict = field(default_factory=dict)
+    remote_addr: str = ""  # the caller's address: which host sent it
 
     @property
     def json(self):
@@ -41,14 +42,14 @@ class Reply:
 class FakeProvider:
     """Answer each request with the next scripted reply, else with `default(recorded)`."""
 
-    def __init__(self):
+    def __init__(self, host: str = "127.0.0.1"):
         self.requests: list[Recorded] = []
         self.script: deque[Reply] = deque()
         self.default = None
         self._lock = threading.Lock()
         self._release = threading.Event()
-        self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._server = make_server(host, 0, self._app, threaded=True)
+        self.url = f"http://{host}:{self._server.server_port}"
         # A short poll interval, so stopping the server does not cost each test half a second.
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
@@ -77,6 +78,7 @@ class FakeProvider:
             dict(request.headers),
             body,
             form,
+            request.remote_addr or "",
         )
         with self._lock:
             self.requests.append(recorded)
