@@ -43,6 +43,14 @@ class SendSmsResponse(Schema):
     statusDescription = fields.String(attribute="status_description")
     messagesSent = fields.Integer(attribute="messages_sent")
     segments = fields.Integer()
+    encoding = fields.String(
+        metadata={
+            "enum": ["GSM-7", "UCS-2"],
+            "description": "how the text went out: GSM-7 (160 characters a part, after "
+            "smsProvider.smartEncoding replaced look-alikes such as typographic quotes) or "
+            "UCS-2 (70 a part)",
+        }
+    )
 
 
 class ErrorResponse(Schema):

@@ -14,7 +14,7 @@ from messaging.msisdn import Normaliser
 from messaging.providers.base import FAILED, Provider, Recipient
 from messaging.queries.sends import count_accepted, find_send, finish_send, record_batch, start_send
 from messaging.queries.status import apply_status_updates, latest_message
-from messaging.segments import count_segments
+from messaging.segments import count_segments, encoding, is_text, smart_encode
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class SendOutcome:
     status_description: str
     messages_sent: int
     segments: int
+    encoding: str  # "GSM-7" or "UCS-2", as the message went out
 
 
 def validate_message(message: str, max_segments: int) -> int:
@@ -76,9 +77,12 @@ def validate_message(message: str, max_segments: int) -> int:
 
 
 def _storable(text: str, name: str) -> None:
-    """PostgreSQL text cannot hold NUL: refuse it rather than fail at the INSERT."""
+    """PostgreSQL text cannot hold NUL, UTF-8 no lone surrogate (a command line's undecodable
+    bytes): refuse them rather than fail at the INSERT."""
     if "\x00" in text:
         raise InvalidInput(f"{name} contains a NUL character (\\u0000)")
+    if not is_text(text):
+        raise InvalidInput(f"{name} contains a lone surrogate, which is not text")
 
 
 def send_sms(
@@ -101,6 +105,8 @@ def send_sms(
     with its refNumber: the send exists, and may be partly at the provider.
     """
     settings = services.config.provider
+    if settings.smart_encoding:
+        message = smart_encode(message)  # what is counted, sent and stored
     segments = validate_message(message, settings.max_message_segments)
     if not msisdns:
         raise InvalidInput("msisdns is empty: give at least one number")
@@ -148,6 +154,7 @@ def send_sms(
         status_description=description,
         messages_sent=sent,
         segments=segments,
+        encoding=encoding(message),
     )
 
 
@@ -204,6 +211,7 @@ def answer_for_send(services: Services, sendlog_id: int, msisdns: list[str]) -> 
         status_description=found["description"] or "",
         messages_sent=accepted,
         segments=count_segments(found["message"] or ""),
+        encoding=encoding(found["message"] or ""),
     )
 
 

@@ -236,6 +236,7 @@ def test_openapi_document_is_valid_and_documents_every_endpoint(app, client):
         "statusDescription",
         "messagesSent",
         "segments",
+        "encoding",
     }
 
 
