@@ -24,6 +24,7 @@ def create_app(test_config: Config | Mapping | None = None) -> Flask:
         config = config_from_mapping(test_config)
 
     app = Flask(__name__)
+    app.json = web.JSONProvider(app)
     app.url_map.converters["anytext"] = web.AnyText
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     logs.init_app(app, config)

@@ -1,7 +1,7 @@
 """The HTTP API of the original service: thin views, load -> service -> dump."""
 
-import json
 import time
+from urllib.parse import parse_qsl
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import ValidationError
@@ -9,7 +9,13 @@ from marshmallow import ValidationError
 from messaging import idempotency, sends, service
 from messaging.auth import authenticate
 from messaging.errors import InvalidInput
-from messaging.schemas import NormalizeRequest, SendSmsRequest, SendSmsResponse, describe
+from messaging.schemas import (
+    NormalizeRequest,
+    SendSmsRequest,
+    SendSmsResponse,
+    canonical_fields,
+    describe,
+)
 
 bp = Blueprint("api", __name__)
 
@@ -34,40 +40,69 @@ def require_identity():
     g.identity = authenticate()
 
 
-def request_fields() -> dict:
-    """Return the caller's fields from JSON, form data, or (GET, or an empty body) the query."""
-    if request.method == "GET":
-        return request.args.to_dict()
-    body = request.get_data(cache=True)
+def request_fields(schema) -> dict:
+    """Return the caller's fields for `schema`: a JSON object (whatever the Content-Type says,
+    as the original read every body), form data, or (GET, or no body) the query string."""
+    body = request.get_data(cache=True) if request.method != "GET" else b""
     if not body:
-        return request.args.to_dict()
+        return canonical_fields(schema, _url_pairs(_utf8(request.query_string, "query string")))
+    text = _utf8(body, "body")
+    mimetype = request.mimetype
+    if mimetype not in FORM_TYPES or text.lstrip().startswith("{"):
+        return canonical_fields(schema, _json_pairs(text, mimetype), repeats_join=False)
+    if mimetype == "multipart/form-data":
+        return canonical_fields(schema, request.form.items(multi=True))
+    return canonical_fields(schema, _url_pairs(text, "form data"))
+
+
+def _utf8(raw: bytes, what: str) -> str:
     try:
-        body.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidInput("body is not valid UTF-8") from None
-    if request.mimetype in FORM_TYPES:
-        return request.form.to_dict()
-    if request.mimetype == "application/json" or not request.mimetype:
-        try:
-            data = json.loads(body)
-        except ValueError as err:
-            raise InvalidInput(f"body is not valid JSON: {err}") from None
-        if not isinstance(data, dict):
-            raise InvalidInput("body must be a JSON object")
-        return data
-    raise InvalidInput(f"unsupported Content-Type {request.mimetype!r}: send JSON or form data")
+        raise InvalidInput(f"{what} is not valid UTF-8") from None
 
 
-def load(schema, data: dict) -> dict:
+def _url_pairs(text: str, what: str = "query string") -> list[tuple[str, str]]:
+    """Decode `a=1&b=2`; a percent escape that is not UTF-8 (`%E9`) is refused, not kept."""
     try:
-        return schema.load(data)
+        return parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{what} is not valid UTF-8 once percent-decoded") from None
+
+
+def _json_pairs(text: str, mimetype: str) -> list[tuple]:
+    """Return the top-level (key, value) pairs of a JSON object body, repeats included."""
+    objects = []
+
+    def keep_pairs(pairs):
+        objects.append(pairs)  # the outermost object is completed, so kept, last
+        return dict(pairs)
+
+    try:
+        data = current_app.json.loads(text, object_pairs_hook=keep_pairs)
+    except ValueError as err:
+        if mimetype in ("application/json", ""):
+            raise InvalidInput(f"body is not valid JSON: {err}") from None
+        raise InvalidInput(
+            f"body is not valid JSON ({err}); with Content-Type {mimetype!r}, "
+            "send a JSON object or form data"
+        ) from None
+    if not isinstance(data, dict):
+        raise InvalidInput("body must be a JSON object")
+    return objects[-1]
+
+
+def load(schema) -> dict:
+    """Read the request's fields with `schema`; raise InvalidInput naming each bad field."""
+    try:
+        return schema.load(request_fields(schema))
     except ValidationError as err:
         raise InvalidInput(describe(err)) from None
 
 
 @bp.route("/sendsms", methods=["GET", "POST"])
 def send_sms():
-    fields = load(send_request_schema, request_fields())
+    fields = load(send_request_schema)
 
     def send(claim=None) -> dict:
         outcome = service.send_sms(
@@ -116,7 +151,7 @@ def send_report(ref):
 
 @bp.route("/normalize", methods=["POST"])
 def normalize():
-    fields = load(normalize_request_schema, request_fields())
+    fields = load(normalize_request_schema)
     return jsonify(service.normalize(services(), fields["msisdns"]))
 
 

@@ -55,6 +55,8 @@ def record_updates(database: Database, updates: list[StatusUpdate]) -> ReceiptOu
 
 
 @bp.route("/callbacks/<provider_name>", methods=["POST", "GET"])
+# A provider signs the URL it calls: one configured with a trailing slash is answered there.
+@bp.route("/callbacks/<provider_name>/", methods=["POST", "GET"])
 def receive(provider_name):
     services = current_app.extensions["messaging"]
     provider = services.provider

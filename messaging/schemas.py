@@ -1,10 +1,13 @@
 """Request and response shapes (marshmallow); they also describe the API in OpenAPI."""
 
+from collections.abc import Iterable
+
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
 
 class MsisdnList(fields.Field):
-    """A JSON list of strings, or one comma-separated string (form data, query string)."""
+    """A JSON list of strings, or one comma-separated string (form data, query string); a
+    form or query string may repeat it (`msisdns=a&msisdns=b,c`), and the repeats are joined."""
 
     default_error_messages = {
         "invalid": "must be a list of strings or a comma-separated string",
@@ -25,6 +28,29 @@ class SendSmsRequest(Schema):
     message = fields.String(required=True)
     msisdns = MsisdnList(required=True)
     sender = fields.String(data_key="from", load_default=None, allow_none=True)
+
+
+def canonical_fields(schema: Schema, pairs: Iterable[tuple], repeats_join: bool = True) -> dict:
+    """Return (key, value) pairs as the schema's input: keys matched ignoring case, as the
+    original's JSON decoding did (`"Message"`, `"MSISDNS"`), and unknown ones dropped. A
+    repeated MsisdnList is joined when `repeats_join` (form data, query string); any other
+    repeat is refused, naming the key, rather than one of its values being dropped unseen."""
+    known = {
+        (field.data_key or name).lower(): (field.data_key or name, field)
+        for name, field in schema.load_fields.items()
+    }
+    found: dict = {}
+    for key, value in pairs:
+        name, field = known.get(key.lower(), (None, None)) if isinstance(key, str) else (None, None)
+        if name is None:
+            continue
+        if name not in found:
+            found[name] = value
+        elif repeats_join and isinstance(field, MsisdnList) and isinstance(value, str):
+            found[name] = f"{found[name]},{value}"
+        else:
+            raise ValidationError({name: ["given more than once; give it once"]})
+    return found
 
 
 class NormalizeRequest(Schema):

@@ -1,0 +1,289 @@
+"""A true drop-in (issue 15) and the hostile inputs of issue 12, over real HTTP on gunicorn:
+the Go service's clients send as they always did, browsers cannot send for another site,
+and a caller sees only its own sends."""
+
+import json
+import secrets
+
+import pytest
+import requests
+
+from tests.conftest import base_config, gunicorn_server, rows
+from tests.fake_auth import FakeAuthService
+
+EVIL = "https://evil.example"
+TRUSTED = "https://intranet.example.org"
+NO_DATA = "Error: no data available"
+ADMIN_ROLE = "9"
+
+# One caller for the tests that are not about who is calling: an Authorization header,
+# which no browser adds by itself.
+JOE = {"Authorization": f"Bearer {secrets.token_hex(8)}"}
+
+
+@pytest.fixture(scope="module")
+def auth_service():
+    with FakeAuthService() as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def server(database_url, auth_service, tmp_path_factory):
+    """gunicorn with serviceauth, as the original ran, and a one-part message limit."""
+    config = base_config(maxMessageSegments=1)
+    config["authentication"] = {
+        "service": "serviceauth",
+        "enabled": True,
+        "url": auth_service.url,
+        "cacheSeconds": 0,  # every request asks the auth service: checks are countable
+        "adminPermission": ADMIN_ROLE,
+        "allowedOrigins": [TRUSTED],
+    }
+    with gunicorn_server(config, database_url, tmp_path_factory.mktemp("dropin"), 1) as base:
+        yield base
+
+
+@pytest.fixture
+def auth(auth_service):
+    auth_service.allow()
+    auth_service.users.clear()
+    auth_service.checks.clear()
+    return auth_service
+
+
+@pytest.fixture
+def base(server, auth, db):
+    return server
+
+
+def sendlog(db):
+    return rows(db, "SELECT originator, message FROM sendlog ORDER BY id")
+
+
+def recipients(db):
+    return [msisdn for (msisdn,) in rows(db, "SELECT msisdn FROM sms ORDER BY id")]
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def call(base, method: str, target: str, body: str | None = None, content_type: str = FORM):
+    """One request as Joe: `target` is the path and query, `body` sent as `content_type`."""
+    headers = {**JOE, "Content-Type": content_type} if body is not None else JOE
+    return requests.request(method, f"{base}{target}", data=body, headers=headers)
+
+
+# --- 15.1: a JSON object is JSON whatever the Content-Type; keys match in any case ---
+
+JSON_BODY = '{"message": "Water off at 10:00", "msisdns": ["0830000000", "0840000000"]}'
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/x-www-form-urlencoded",  # curl -d '{...}'
+        "application/x-www-form-urlencoded; charset=UTF-8",  # jQuery $.post(url, json)
+        "text/plain",
+        "text/plain;charset=UTF-8",
+        None,
+    ],
+)
+def test_a_json_object_is_read_as_json_whatever_its_content_type(base, db, content_type):
+    headers = {**JOE, **({"Content-Type": content_type} if content_type else {})}
+    answer = requests.post(f"{base}/sendsms", data=JSON_BODY.encode(), headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["validNumbers"] == 2
+    assert recipients(db) == ["27830000000", "27840000000"]
+
+
+def test_json_keys_match_whatever_their_case(base, db):
+    body = {"Message": "Hi", "MSISDNS": ["0830000000"], "From": "CITY"}
+    answer = requests.post(f"{base}/sendsms", data=json.dumps(body), headers=JOE)
+    assert answer.status_code == 200, answer.text
+    assert rows(db, "SELECT message, sender FROM sendlog") == [("Hi", "CITY")]
+    normalized = requests.post(f"{base}/normalize", json={"MsIsDnS": ["0830000000"]}, headers=JOE)
+    assert normalized.json() == ["27830000000"]
+
+
+def test_form_data_and_query_parameters_still_work(base, db):
+    form = requests.post(
+        f"{base}/sendsms", data={"message": "form", "msisdns": "0830000000"}, headers=JOE
+    )
+    query = requests.get(f"{base}/sendsms?message=query&msisdns=0840000000", headers=JOE)
+    assert (form.status_code, query.status_code) == (200, 200)
+    assert [message for _, message in sendlog(db)] == ["form", "query"]
+
+
+def test_a_text_plain_body_that_is_not_json_is_406_naming_the_content_type(base, db):
+    answer = call(base, "POST", "/sendsms", "message=hi\r\nmsisdns=0830000000\r\n", "text/plain")
+    assert answer.status_code == 406
+    assert "text/plain" in answer.json()["error"]
+    assert sendlog(db) == []
+
+
+# --- 12.10: repeated form and query keys ---
+
+
+def test_repeated_msisdns_in_a_form_or_query_send_to_every_one(base, db):
+    form = "message=hi&msisdns=0830000000&msisdns=0840000000,0820000000&msisdns=0710000000"
+    answer = call(base, "POST", "/sendsms", form)
+    assert answer.json()["validNumbers"] == 4
+    query = call(base, "GET", "/sendsms?message=q&msisdns=0830000001&MSISDNS=0830000002")
+    assert query.json()["validNumbers"] == 2
+    assert recipients(db) == [
+        "27830000000",
+        "27840000000",
+        "27820000000",
+        "27710000000",
+        "27830000001",
+        "27830000002",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "body", "named"),
+    [
+        ("POST", "/sendsms", "message=a&message=b&msisdns=0830000000", "message"),
+        ("GET", "/sendsms?message=a&msisdns=0830000000&Message=b", None, "message"),
+        ("GET", "/sendsms?message=a&msisdns=0830000000&from=X&from=Y", None, "from"),
+        ("POST", "/sendsms", '{"message": "a", "Message": "b", "msisdns": ["0830000000"]}',
+         "message"),
+        ("POST", "/sendsms", '{"message": "a", "msisdns": ["0830000000"], "msisdns": ["1"]}',
+         "msisdns"),
+    ],
+    ids=["form-message", "query-message", "query-from", "json-case", "json-msisdns"],
+)  # fmt: skip
+def test_a_repeated_message_or_from_is_406_naming_the_key(base, db, method, target, body, named):
+    answer = call(base, method, target, body)
+    assert answer.status_code == 406
+    assert answer.json()["error"] == f"{named}: given more than once; give it once"
+    assert sendlog(db) == []
+
+
+# --- 12.9: what is not JSON text is a 406, never a 500 ---
+
+
+DEEP = '{"message": "hi", "msisdns": ["0830000000"], "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (DEEP, "nested too deeply"),
+        ('{"message": "hi \\ud800", "msisdns": ["0830000000"]}', "message holds a lone surrogate"),
+        ('{"message": "hi", "from": "\\udfff", "msisdns": ["0830000000"]}', "from holds a lone"),
+        ('{"message": "hi", "msisdns": ["0830000000", "\\ud83d"]}', "msisdns[1] holds a lone"),
+        ('{"message": "hi", "msisdns": ["0830000000"], "\\ud800": 1}', "a key holds a lone"),
+    ],
+    ids=["deep", "message", "from", "msisdns", "key"],
+)
+def test_deep_json_and_lone_surrogates_are_406_and_send_nothing(base, db, body, named):
+    answer = call(base, "POST", "/sendsms", body, "application/json")
+    assert answer.status_code == 406, answer.text
+    assert named in answer.json()["error"]
+    assert sendlog(db) == []
+
+
+def test_a_surrogate_pair_is_an_emoji_not_an_error(base, db):
+    body = '{"message": "ok \\ud83d\\udc4d", "msisdns": ["0830000000"]}'
+    answer = call(base, "POST", "/sendsms", body, "application/json")
+    assert answer.status_code == 200
+    assert answer.json()["encoding"] == "UCS-2"
+    assert sendlog(db) == [("joe@example.com", "ok 👍")]
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "body"),
+    [
+        ("POST", "/sendsms", "message=caf%E9&msisdns=0830000000"),
+        ("GET", "/sendsms?message=%ED%A0%80&msisdns=0830000000", None),
+    ],
+    ids=["form", "query"],
+)
+def test_a_percent_escape_that_is_not_utf8_is_406_not_sent_as_written(
+    base, db, method, target, body
+):
+    answer = call(base, method, target, body)
+    assert answer.status_code == 406
+    assert "not valid UTF-8 once percent-decoded" in answer.json()["error"]
+    assert sendlog(db) == []
+
+
+# --- 15.3: smart encoding ---
+
+
+def test_typographic_characters_go_as_gsm7_and_what_went_is_stored(base, db):
+    # maxMessageSegments is 1: the ’ would make 100 characters UCS-2, two parts.
+    text = "a" * 99 + "\u2019"
+    answer = requests.post(
+        f"{base}/sendsms", json={"message": text, "msisdns": ["0830000000"]}, headers=JOE
+    )
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["segments"], answer.json()["encoding"]) == (1, "GSM-7")
+    stored = "a" * 99 + "'"
+    assert rows(db, "SELECT message FROM sendlog") == [(stored,)]
+    assert rows(db, "SELECT message, segments FROM sms") == [(stored, 1)]
+
+
+def test_a_text_that_needs_ucs2_anyway_keeps_its_typography(base, db):
+    answer = requests.post(
+        f"{base}/sendsms",
+        json={"message": "Can\u2019t wait 👍", "msisdns": ["0830000000"]},
+        headers=JOE,
+    )
+    assert (answer.json()["encoding"], answer.json()["segments"]) == ("UCS-2", 1)
+    assert rows(db, "SELECT message FROM sms") == [("Can\u2019t wait 👍",)]
+
+
+# --- 15.7: a trailing slash works on every path ---
+
+
+def test_a_trailing_slash_redirects_to_the_bare_path_keeping_method_and_body(base, db):
+    moved = requests.post(
+        f"{base}/sendSMS/", json={"message": "slash", "msisdns": ["0830000000"]}, headers=JOE,
+        allow_redirects=False,
+    )  # fmt: skip
+    assert (moved.status_code, moved.headers["Location"]) == (307, "/sendsms")
+    followed = requests.post(
+        f"{base}/sendsms/", json={"message": "slash", "msisdns": ["0830000000"]}, headers=JOE
+    )
+    assert followed.status_code == 200
+    assert followed.history[0].status_code == 307
+    assert sendlog(db) == [("joe@example.com", "slash")]
+
+
+@pytest.mark.parametrize(
+    ("path", "location"),
+    [
+        ("/ping/", "/ping"),
+        ("/messagestatus/0830000000/", "/messagestatus/0830000000"),
+        ("/messageStatus/+27%2083%20000%200000//", "/messagestatus/+27%2083%20000%200000"),
+        ("/sends/7/?page=2&pageSize=5", "/sends/7?page=2&pageSize=5"),
+        ("/sendsms/?message=a&msisdns=0830000000", "/sendsms?message=a&msisdns=0830000000"),
+        ("/metrics/", "/metrics"),  # by redirect, so nginx's rule for /metrics applies
+        ("/healthz/", "/healthz"),
+        ("/normalize/", "/normalize"),  # the bare path answers GET with its own 405
+    ],
+)
+def test_every_path_with_a_trailing_slash_is_redirected_with_301_for_get(base, path, location):
+    moved = requests.get(f"{base}{path}", headers=JOE, allow_redirects=False)
+    assert (moved.status_code, moved.headers["Location"]) == (301, location)
+
+
+def test_a_slash_after_an_unknown_path_is_still_404(base):
+    assert requests.get(f"{base}/nothing/", allow_redirects=False).status_code == 404
+    assert requests.get(f"{base}/messagestatus/", allow_redirects=False).status_code == 404
+
+
+def test_status_through_the_slash_answers_like_the_bare_path(base, db):
+    requests.post(f"{base}/sendsms", json={"message": "x", "msisdns": ["0830000000"]}, headers=JOE)
+    bare = requests.get(f"{base}/messagestatus/0830000000", headers=JOE).text
+    assert bare != NO_DATA
+    assert requests.get(f"{base}/messagestatus/0830000000/", headers=JOE).text == bare
+
+
+def test_a_receipt_posted_with_a_trailing_slash_is_answered_where_it_was_signed(base):
+    # Providers sign the URL they call: it is answered there, not redirected.
+    answer = requests.post(f"{base}/callbacks/MockProvider/", data=b"[]", allow_redirects=False)
+    assert answer.status_code == 403  # the fake's signature is missing: its own check ran
+    assert "signature" in answer.json()["error"]
