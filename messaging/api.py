@@ -6,7 +6,7 @@ from urllib.parse import parse_qsl
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import ValidationError
 
-from messaging import idempotency, sends, service
+from messaging import csrf, idempotency, sends, service
 from messaging.auth import authenticate
 from messaging.errors import InvalidInput
 from messaging.schemas import (
@@ -37,6 +37,8 @@ def services() -> service.Services:
 def require_identity():
     if request.endpoint in OPEN_ENDPOINTS:
         return
+    writes = request.method not in csrf.SAFE_METHODS or request.endpoint == "api.send_sms"
+    csrf.refuse_cross_site(services().config.authentication, request, writes)
     g.identity = authenticate()
 
 
@@ -139,14 +141,15 @@ def send_sms():
 
 @bp.route("/messagestatus/<anytext:msisdn>", methods=["GET"])
 def message_status(msisdn):
-    status = service.message_status(services(), msisdn)
+    status = service.message_status(services(), msisdn, g.identity.owner)
     return Response(status or NO_DATA, mimetype="text/plain")
 
 
 @bp.route("/sends/<ref>", methods=["GET"])
 def send_report(ref):
     page, page_size = sends.parse_paging(request.args.get("page"), request.args.get("pageSize"))
-    return jsonify(sends.send_report(services(), sends.parse_ref(ref), page, page_size))
+    report = sends.send_report(services(), sends.parse_ref(ref), page, page_size, g.identity.owner)
+    return jsonify(report)
 
 
 @bp.route("/normalize", methods=["POST"])

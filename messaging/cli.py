@@ -39,10 +39,11 @@ api_key_group = AppGroup("api-key", help='API keys for authentication.service "a
 
 @api_key_group.command("create")
 @click.argument("name")
-def api_key_create(name):
+@click.option("--admin", is_flag=True, help="The key reads every caller's sends, not only its own.")
+def api_key_create(name, admin):
     """Issue a key called NAME (its sends' originator) and print it; it is shown only once."""
     try:
-        key = auth.create_api_key(db.get_db(), name)
+        key = auth.create_api_key(db.get_db(), name, admin)
     except MessagingError as err:
         raise click.ClickException(err.message) from None
     click.echo(f"created API key {name!r}; store it now, it cannot be shown again:", err=True)
@@ -51,7 +52,7 @@ def api_key_create(name):
 
 @api_key_group.command("list")
 def api_key_list():
-    """List keys: name, created, last used, revoked (never a key or its hash)."""
+    """List keys: name, created, last used, status and admin (never a key or its hash)."""
     keys = auth.list_api_keys(db.get_db())
     if not keys:
         click.echo("no API keys", err=True)
@@ -60,7 +61,7 @@ def api_key_list():
     click.echo(f"{'NAME':<{width}}  {'CREATED (UTC)':<19}  {'LAST USED (UTC)':<19}  STATUS")
     for key in keys:
         last_used = f"{key.last_used:%Y-%m-%d %H:%M:%S}" if key.last_used else "never"
-        status = "revoked" if key.revoked else "active"
+        status = ("revoked" if key.revoked else "active") + (" admin" if key.admin else "")
         click.echo(
             f"{key.name:<{width}}  {key.created:%Y-%m-%d %H:%M:%S}  {last_used:<19}  {status}"
         )

@@ -328,13 +328,14 @@ def normalize(services: Services, msisdns: list[str]) -> list[str]:
     return services.normaliser.clean(msisdns).valid
 
 
-def message_status(services: Services, msisdn: str) -> str | None:
-    """Return the newest message's status for a number; ask the provider once if in flight."""
+def message_status(services: Services, msisdn: str, owner: str | None = None) -> str | None:
+    """Return the newest message's status for a number (among the sends of `owner`, unless
+    None); ask the provider once if it is in flight."""
     number = services.normaliser.normalise(msisdn) or msisdn
     if "\x00" in number:  # no stored number holds one
         return None
     with services.db.transaction() as cur:
-        row = latest_message(cur, number)
+        row = latest_message(cur, number, owner)
     if row is None:
         return None
     _, status, provider_id = row
@@ -352,5 +353,5 @@ def message_status(services: Services, msisdn: str) -> str | None:
         return status
     with services.db.transaction() as cur:
         apply_status_updates(cur, final)
-        row = latest_message(cur, number)
+        row = latest_message(cur, number, owner)
     return row[1] if row else FAILED

@@ -2,12 +2,15 @@
 the Go service's clients send as they always did, browsers cannot send for another site,
 and a caller sees only its own sends."""
 
+import http.client
 import json
 import secrets
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
+from messaging.auth import MAX_FORWARDED_BYTES
 from tests.conftest import base_config, gunicorn_server, rows
 from tests.fake_auth import FakeAuthService
 
@@ -287,3 +290,240 @@ def test_a_receipt_posted_with_a_trailing_slash_is_answered_where_it_was_signed(
     answer = requests.post(f"{base}/callbacks/MockProvider/", data=b"[]", allow_redirects=False)
     assert answer.status_code == 403  # the fake's signature is missing: its own check ran
     assert "signature" in answer.json()["error"]
+
+
+# --- 15.8: cross-site requests with a cookie are refused ---
+
+COOKIE = f"session={secrets.token_hex(16)}"
+BROWSER = {
+    "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Safari/537.36",
+    "Accept-Language": "en-US,en;q=0.9",
+    "Accept-Encoding": "gzip, deflate, br",
+    "Cookie": COOKIE,
+}
+# What Chrome sends for <form method="post" action=".../sendsms"> on a page of evil.example.
+CROSS_SITE_FORM = {
+    **BROWSER,
+    "Cache-Control": "max-age=0",
+    "Origin": EVIL,
+    "Upgrade-Insecure-Requests": "1",
+    "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,"
+    "image/apng,*/*;q=0.8",
+    "Sec-Fetch-Site": "cross-site",
+    "Sec-Fetch-Mode": "navigate",
+    "Sec-Fetch-User": "?1",
+    "Sec-Fetch-Dest": "document",
+    "Referer": f"{EVIL}/",
+}
+# ... and for <img src=".../sendsms?message=...&msisdns=..."> there: no Origin at all.
+CROSS_SITE_IMAGE = {
+    **BROWSER,
+    "Accept": "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8",
+    "Sec-Fetch-Site": "cross-site",
+    "Sec-Fetch-Mode": "no-cors",
+    "Sec-Fetch-Dest": "image",
+    "Referer": f"{EVIL}/",
+}
+# <form enctype="text/plain"> with <input name='{"message":"...","x":"' value='"}'>.
+TEXT_PLAIN_FORM_BODY = '{"message":"Free airtime","msisdns":["0830000000"],"x":"="}\r\n'
+
+
+def browser_requests(base):
+    return {
+        "urlencoded form": lambda: requests.post(
+            f"{base}/sendsms",
+            data="message=Free+airtime&msisdns=0830000000",
+            headers={**CROSS_SITE_FORM, "Content-Type": "application/x-www-form-urlencoded"},
+        ),
+        "text/plain form": lambda: requests.post(
+            f"{base}/sendsms",
+            data=TEXT_PLAIN_FORM_BODY,
+            headers={**CROSS_SITE_FORM, "Content-Type": "text/plain"},
+        ),
+        "img": lambda: requests.get(
+            f"{base}/sendsms?message=Free+airtime&msisdns=0830000000", headers=CROSS_SITE_IMAGE
+        ),
+        # A browser without Sec-Fetch-* headers (older Safari, Firefox): Origin says it.
+        "form without Sec-Fetch": lambda: requests.post(
+            f"{base}/sendsms",
+            data="message=Free+airtime&msisdns=0830000000",
+            headers={
+                **BROWSER,
+                "Origin": EVIL,
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+        ),
+        "sandboxed page": lambda: requests.post(
+            f"{base}/normalize",
+            data="msisdns=0830000000",
+            headers={**BROWSER, "Origin": "null", "Content-Type": "text/plain"},
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["urlencoded form", "text/plain form", "img", "form without Sec-Fetch", "sandboxed page"],
+)
+def test_a_cross_site_browser_request_with_the_cookie_is_403_and_sends_nothing(
+    base, auth, db, kind
+):
+    answer = browser_requests(base)[kind]()
+    assert answer.status_code == 403
+    assert answer.json()["error"].startswith("cross-site request refused")
+    assert sendlog(db) == []
+    assert auth.checks == []  # refused before the cookie went anywhere
+
+
+def test_the_same_request_from_this_site_or_a_trusted_one_is_sent(base, auth, db):
+    own_origin = base  # http://127.0.0.1:<port>: the page was served by this host
+    same_origin = {**CROSS_SITE_FORM, "Origin": own_origin, "Sec-Fetch-Site": "same-origin"}
+    older_browser = {**BROWSER, "Origin": own_origin}
+    trusted = {**CROSS_SITE_FORM, "Origin": TRUSTED}
+    typed_in_the_address_bar = {**CROSS_SITE_IMAGE, "Sec-Fetch-Site": "none"}
+    form = "message=Hello&msisdns=0830000000"
+    for headers in (same_origin, older_browser, trusted):
+        answer = requests.post(
+            f"{base}/sendsms",
+            data=form,
+            headers={**headers, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert answer.status_code == 200, answer.text
+    typed = requests.get(f"{base}/sendsms?{form}", headers=typed_in_the_address_bar)
+    assert typed.status_code == 200
+    assert len(sendlog(db)) == 4
+
+
+def test_callers_with_an_authorization_header_are_not_checked_for_site(base, db):
+    answer = requests.post(
+        f"{base}/sendsms",
+        data="message=From+a+script&msisdns=0830000000",
+        headers={
+            **CROSS_SITE_FORM,
+            **JOE,
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
+    assert answer.status_code == 200
+    assert sendlog(db) == [("joe@example.com", "From a script")]
+
+
+def test_reading_with_the_cookie_from_another_site_is_not_a_write(base, db):
+    answer = requests.get(f"{base}/messagestatus/0830000000", headers=CROSS_SITE_IMAGE)
+    assert (answer.status_code, answer.text) == (200, NO_DATA)
+
+
+# --- 12.12: credentials too large to forward are 431, never 503 ---
+
+
+def test_sixty_cookies_of_8kb_are_431_and_never_reach_the_auth_service(base, auth, db):
+    address = urlsplit(base)
+    body = json.dumps({"message": "hi", "msisdns": ["0830000000"]}).encode()
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+    connection.putrequest("POST", "/sendsms")
+    for index in range(60):  # each line under gunicorn's 8190-byte limit per header
+        connection.putheader("Cookie", f"c{index}={'x' * 8000}")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(len(body)))
+    connection.endheaders(body)
+    answer = connection.getresponse()
+    error = json.loads(answer.read())["error"]
+    connection.close()
+    assert answer.status == 431
+    assert f"at most {MAX_FORWARDED_BYTES} can be forwarded" in error
+    assert sendlog(db) == []
+    assert auth.checks == []
+
+
+def test_credentials_the_auth_service_refuses_as_too_large_are_431(base, auth, db):
+    auth.refuse(431)
+    answer = requests.post(
+        f"{base}/sendsms", json={"message": "x", "msisdns": ["0830000000"]}, headers=JOE
+    )
+    assert answer.status_code == 431
+    assert sendlog(db) == []
+
+
+# --- 12.6: a caller sees its own sends ---
+
+ALICE = {"Authorization": f"Bearer alice-{secrets.token_hex(8)}"}
+BOB = {"Authorization": f"Bearer bob-{secrets.token_hex(8)}"}
+ADMIN = {"Authorization": f"Bearer admin-{secrets.token_hex(8)}"}
+
+
+@pytest.fixture
+def people(auth):
+    auth.allow_user(ALICE["Authorization"], "alice@example.com")
+    auth.allow_user(BOB["Authorization"], "bob@example.com")
+    auth.allow_user(ADMIN["Authorization"], "ops@example.com", roles=("4", ADMIN_ROLE))
+
+
+def check_own_sends_only(base, alice, bob, admin):
+    """alice sends; bob cannot read it (404, as an unknown ref) nor its number's status."""
+    send = {"message": "Alice's secret", "msisdns": ["0830000000"]}
+    ref = requests.post(f"{base}/sendsms", json=send, headers=alice).json()["refNumber"]
+    unknown = str(int(ref) + 1000)
+
+    own = requests.get(f"{base}/sends/{ref}", headers=alice)
+    assert own.status_code == 200
+    assert own.json()["send"]["message"] == "Alice's secret"
+    assert own.json()["recipients"][0]["msisdn"] == "27830000000"
+    other = requests.get(f"{base}/sends/{ref}", headers=bob)
+    missing = requests.get(f"{base}/sends/{unknown}", headers=bob)
+    assert (other.status_code, missing.status_code) == (404, 404)
+    assert other.json() == {"error": f"no send with refNumber {ref}"}
+    assert missing.json() == {"error": f"no send with refNumber {unknown}"}
+    assert requests.get(f"{base}/sends/{ref}", headers=admin).json()["send"]["message"] == (
+        "Alice's secret"
+    )
+
+    alices_status = requests.get(f"{base}/messagestatus/0830000000", headers=alice).text
+    assert alices_status != NO_DATA
+    assert requests.get(f"{base}/messagestatus/27830000000", headers=bob).text == NO_DATA
+    assert requests.get(f"{base}/messagestatus/0830000000", headers=admin).text == alices_status
+
+    # Once bob sends to the number too, he sees his own message's status, alice hers.
+    requests.post(
+        f"{base}/sendsms", json={"message": "Bob's", "msisdns": ["0830000000"]}, headers=bob
+    )
+    assert requests.get(f"{base}/messagestatus/0830000000", headers=bob).text != NO_DATA
+
+
+def test_a_serviceauth_caller_sees_only_its_own_sends_and_an_admin_all(base, people):
+    check_own_sends_only(base, ALICE, BOB, ADMIN)
+
+
+@pytest.fixture(scope="module")
+def apikey_server(database_url, tmp_path_factory):
+    config = base_config()
+    config["authentication"] = {"service": "apikey", "enabled": True}
+    with gunicorn_server(config, database_url, tmp_path_factory.mktemp("apikey"), 1) as base:
+        yield base
+
+
+def test_an_api_key_sees_only_its_own_sends_and_an_admin_key_all(apikey_server, make_app, db):
+    cli = make_app().test_cli_runner()
+
+    def key(*args):
+        result = cli.invoke(args=["api-key", "create", *args])
+        assert result.exit_code == 0, result.output
+        return {"X-API-Key": result.stdout.strip()}
+
+    alice, bob, admin = key("alice"), key("bob"), key("ops", "--admin")
+    listed = cli.invoke(args=["api-key", "list"]).stdout.splitlines()
+    assert [line.split()[-2:] for line in listed if line.startswith("ops ")] == [
+        ["active", "admin"]
+    ]
+    assert rows(db, "SELECT name, admin FROM api_keys ORDER BY id") == [
+        ("alice", False),
+        ("bob", False),
+        ("ops", True),
+    ]
+    check_own_sends_only(apikey_server, alice, bob, admin)
+
+
+def test_without_authentication_everyone_sees_everything(client, db):
+    ref = client.post("/sendsms", json={"message": "x", "msisdns": ["0830000000"]}).get_json()
+    assert client.get(f"/sends/{ref['refNumber']}").status_code == 200
+    assert client.get("/messagestatus/0830000000").get_data(as_text=True) != NO_DATA

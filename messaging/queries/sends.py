@@ -159,15 +159,16 @@ def finish_send(cur, sendlog_id, status, description):
     cur.execute("DELETE FROM pending_recipients WHERE sendlogid = %s", (sendlog_id,))
 
 
-def find_send(cur, sendlog_id):
-    """Return one send's row as a dict, or None."""
+def find_send(cur, sendlog_id, originator=None):
+    """Return one send's row as a dict, or None; only a send of `originator` unless None."""
     cur.execute(
         """
         SELECT id, originator, senttime, sender, message, quantity,
                sent, delivered, failed, status, description
-        FROM sendlog WHERE id = %s
+        FROM sendlog
+        WHERE id = %(id)s AND (%(originator)s::varchar IS NULL OR originator = %(originator)s)
         """,
-        (sendlog_id,),
+        {"id": sendlog_id, "originator": originator},
     )
     row = cur.fetchone()
     if row is None:

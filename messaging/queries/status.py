@@ -3,8 +3,9 @@
 from messaging.queries import NOW_UTC, array_literal
 
 
-def latest_message(cur, msisdn):
-    """Return (id, status, providerid) of the newest message to a number, or None.
+def latest_message(cur, msisdn, originator=None):
+    """Return (id, status, providerid) of the newest message to a number, or None; only
+    among the sends of `originator` unless it is None.
 
     A recipient of a send in progress whose batch the provider has not answered yet has
     no sms row: it is `queued`. Only sends in progress are pending, so that side is small.
@@ -14,6 +15,9 @@ def latest_message(cur, msisdn):
         SELECT id, status, providerid FROM (
             (SELECT id, status, providerid, senttime FROM sms
              WHERE msisdn = %(msisdn)s
+               AND (%(originator)s::varchar IS NULL
+                    OR EXISTS (SELECT 1 FROM sendlog WHERE sendlog.id = sms.sendlogid
+                                                       AND originator = %(originator)s))
              ORDER BY senttime DESC, id DESC
              LIMIT 1)
             UNION ALL
@@ -21,14 +25,16 @@ def latest_message(cur, msisdn):
             FROM (SELECT pending.ids[array_position(pending.msisdns, %(msisdn)s::varchar)]
                          AS id, sendlog.senttime
                   FROM pending_recipients AS pending
-                  JOIN sendlog ON sendlog.id = pending.sendlogid) AS found
+                  JOIN sendlog ON sendlog.id = pending.sendlogid
+                  WHERE %(originator)s::varchar IS NULL
+                     OR sendlog.originator = %(originator)s) AS found
             WHERE found.id IS NOT NULL
               AND NOT EXISTS (SELECT 1 FROM sms WHERE sms.id = found.id)
         ) AS messages
         ORDER BY senttime DESC, id DESC
         LIMIT 1
         """,
-        {"msisdn": msisdn},
+        {"msisdn": msisdn, "originator": originator},
     )
     return cur.fetchone()
 

@@ -1,0 +1,3 @@
+-- An API key flagged admin (`flask api-key create NAME --admin`) reads every caller's sends
+-- (GET /sends, GET /messagestatus); any other key reads only its own.
+ALTER TABLE api_keys ADD COLUMN admin BOOLEAN NOT NULL DEFAULT false;
