@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from messaging.auth import MAX_FORWARDED_BYTES
-from tests.conftest import base_config, gunicorn_server, rows
+from tests.conftest import ROOT, base_config, free_port, gunicorn_server, rows
 from tests.fake_auth import FakeAuthService
 
 EVIL = "https://evil.example"
@@ -527,3 +527,19 @@ def test_without_authentication_everyone_sees_everything(client, db):
     ref = client.post("/sendsms", json={"message": "x", "msisdns": ["0830000000"]}).get_json()
     assert client.get(f"/sends/{ref['refNumber']}").status_code == 200
     assert client.get("/messagestatus/0830000000").get_data(as_text=True) != NO_DATA
+
+
+# --- 15.9: the systemd unit listens at HTTPPort ---
+
+
+def test_gunicorn_with_the_deploy_config_listens_at_http_port(database_url, db, tmp_path):
+    unit = (ROOT / "deploy" / "messaging.service").read_text()
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert "--bind" not in exec_start and "--config deploy/gunicorn.conf.py" in exec_start
+
+    config = base_config()
+    config["HTTPPort"] = free_port()
+    args = ("--config", str(ROOT / "deploy" / "gunicorn.conf.py"))
+    with gunicorn_server(config, database_url, tmp_path, 1, args=args, bind=False) as base:
+        assert base == f"http://127.0.0.1:{config['HTTPPort']}"
+        assert requests.get(f"{base}/ping").status_code == 200
