@@ -14,9 +14,10 @@ import click
 from flask import current_app
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
-from messaging import auth, db, metrics, polling, reconcile, service
+from messaging import auth, db, downgrade, metrics, polling, reconcile, service
 from messaging.config import ConfigError, parse_duration
 from messaging.errors import MessagingError
+from messaging.queries import schema
 from messaging.queries.reports import status_totals
 
 # AppGroup: every subcommand runs inside the app context.
@@ -32,6 +33,26 @@ def db_upgrade():
         cur.execute("SELECT version FROM migration_version")
         version = cur.fetchone()[0]
     click.echo(f"applied {len(applied)} migration(s); schema version {version}")
+
+
+@db_group.command("downgrade-to-original")
+def db_downgrade_to_original():
+    """Leave the schema the Go service starts on (version 2); ours moves aside, kept.
+
+    Refused (exit 2, nothing changed) while any send is still sending or scheduled. Stop
+    this service first; starting it again upgrades the database and restores what moved.
+    """
+    try:
+        done = downgrade.downgrade_to_original(db.get_db())
+    except MessagingError as err:
+        click.echo(f"downgrade-to-original: {err.message}", err=True)
+        raise SystemExit(2) from None
+    for line in done:
+        click.echo(line)
+    click.echo(
+        "the Go service starts on this database now; starting this service again upgrades "
+        f"it and puts back what {schema.SAVED_SCHEMA} holds"
+    )
 
 
 api_key_group = AppGroup("api-key", help='API keys for authentication.service "apikey".')

@@ -1,0 +1,95 @@
+"""Going back to the Go service: `flask db downgrade-to-original`, and coming back again.
+
+The downgrade leaves the 2018 original's schema at its migration_version 2 (ORIGINAL.md):
+sendlog and sms with exactly its columns, in its order and types, and no other index or
+constraint than their primary keys. Nothing of ours is lost: our tables (api_keys,
+idempotency keys, ...) and the values of our columns (sms.errorcode and reason, the
+sender of each send, ...) move to the schema `messaging_saved`, which the Go service never
+looks at. Starting this service again re-applies migrations 3 and up, as on any database
+the Go service left, and then puts the saved tables and columns back.
+"""
+
+import logging
+
+import psycopg2.errors
+
+from messaging.db import MIGRATION_LOCK_ID, Database
+from messaging.errors import Conflict
+from messaging.queries import schema
+
+log = logging.getLogger(__name__)
+
+# A send in one of these may still reach the provider: the Go service would never finish it.
+UNFINISHED_STATUSES = ("sending", "scheduled", "queued")
+LOCK_TIMEOUT = "10s"
+
+
+def downgrade_to_original(database: Database) -> list[str]:
+    """Turn the schema back into the original's; return one line per thing done.
+
+    One transaction: it refuses (Conflict, nothing changed) while any send is unfinished,
+    and fails as a whole if any step does.
+    """
+    with database.transaction() as cur:
+        cur.execute("SET LOCAL lock_timeout = %s", (LOCK_TIMEOUT,))
+        try:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
+            schema.lock_tables(cur, list(schema.ORIGINAL_TABLES))
+        except psycopg2.errors.LockNotAvailable:
+            raise Conflict(
+                f"refused: the database stayed busy for {LOCK_TIMEOUT}; stop the service "
+                "and poll-status first"
+            ) from None
+        current = schema.version(cur)
+        if current <= schema.ORIGINAL_VERSION:
+            return [f"schema version {current}: nothing to downgrade"]
+        unfinished = schema.unfinished_sends(cur, UNFINISHED_STATUSES)
+        if unfinished:
+            raise Conflict(
+                f"refused: {unfinished} send(s) still sending or scheduled; downgrade once "
+                "they have finished (flask reconcile settles those a crash left)"
+            )
+        if schema.saved_schema_exists(cur):
+            raise Conflict(
+                f"refused: schema {schema.SAVED_SCHEMA} is still there from an earlier "
+                "downgrade; start this service once to restore it, then downgrade"
+            )
+        return _downgrade(cur)
+
+
+def _downgrade(cur) -> list[str]:
+    done = []
+    schema.create_saved_schema(cur)
+    for table in schema.tables(cur):
+        if table in schema.ORIGINAL_TABLES or table == "migration_version":
+            continue
+        for name in schema.foreign_keys(cur, table):
+            schema.drop_constraint(cur, table, name)
+        rows = schema.move_to_saved(cur, table)
+        done.append(f"moved table {table} ({rows} rows) to schema {schema.SAVED_SCHEMA}")
+    for table, original in schema.ORIGINAL_TABLES.items():
+        for name in schema.constraints_besides_primary_key(cur, table):
+            schema.drop_constraint(cur, table, name)
+            done.append(f"dropped constraint {name} on {table}")
+        for name in schema.indexes_besides_primary_key(cur, table):
+            schema.drop_index(cur, name)
+            done.append(f"dropped index {name}")
+        present = dict(schema.columns(cur, table))
+        missing = [name for name, _ in original if name not in present]
+        if missing:
+            raise Conflict(f"refused: {table} lacks the original's column(s) {', '.join(missing)}")
+        ours = [name for name in present if name not in dict(original)]
+        if ours:
+            saved = schema.save_and_drop_columns(cur, table, ours)
+            done.append(
+                f"moved columns {', '.join(f'{table}.{name}' for name in ours)} "
+                f"({saved} rows with values) to {schema.SAVED_SCHEMA}.{table}"
+            )
+        for name, type_name in original:
+            if present[name] != type_name:
+                schema.alter_type(cur, table, name, type_name)
+                done.append(f"{table}.{name}: {present[name]} -> {type_name}")
+    schema.set_version(cur, schema.ORIGINAL_VERSION)
+    done.append(f"migration_version set to {schema.ORIGINAL_VERSION}")
+    log.warning("schema downgraded to the Go original's (version %s)", schema.ORIGINAL_VERSION)
+    return done
