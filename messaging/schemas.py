@@ -61,13 +61,14 @@ class NormalizeRequest(Schema):
 
 
 class SendSmsResponse(Schema):
+    # The original's fields in the original's order, then ours.
     refNumber = fields.String(attribute="ref_number")
     validNumbers = fields.Integer(attribute="valid_numbers")
     invalidNumbers = fields.Integer(attribute="invalid_numbers")
-    duplicateNumbers = fields.Integer(attribute="duplicate_numbers")
     sendSuccess = fields.Boolean(attribute="send_success")
     statusDescription = fields.String(attribute="status_description")
     messagesSent = fields.Integer(attribute="messages_sent")
+    duplicateNumbers = fields.Integer(attribute="duplicate_numbers")
     segments = fields.Integer()
     encoding = fields.String(
         metadata={

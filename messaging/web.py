@@ -47,7 +47,11 @@ class JSONProvider(DefaultJSONProvider):
     """Flask's JSON, with what is not JSON text refused as a ValueError (a caller's 406, not
     a 500): nesting too deep for the parser, and a string or key holding a lone surrogate
     (`"\\ud800"`), which no UTF-8 text (a database column, a provider request) can carry.
-    Every JSON body the app reads (`request.get_json`, the API's bodies) goes through it."""
+    Every JSON body the app reads (`request.get_json`, the API's bodies) goes through it.
+    Answers keep their fields in the order given (Flask sorts them): /sendsms answers the
+    original's fields in the original's order."""
+
+    sort_keys = False
 
     def loads(self, s, **kwargs):
         text = s.decode("utf-8") if isinstance(s, bytes | bytearray) else s

@@ -99,6 +99,21 @@ def test_a_json_object_is_read_as_json_whatever_its_content_type(base, db, conte
     assert recipients(db) == ["27830000000", "27840000000"]
 
 
+def test_the_answer_has_the_originals_fields_in_its_order_then_ours(base, db):
+    answer = requests.post(f"{base}/sendsms", data=JSON_BODY, headers=JOE)
+    assert list(answer.json()) == [
+        "refNumber",
+        "validNumbers",
+        "invalidNumbers",
+        "sendSuccess",
+        "statusDescription",
+        "messagesSent",
+        "duplicateNumbers",
+        "segments",
+        "encoding",
+    ]
+
+
 def test_json_keys_match_whatever_their_case(base, db):
     body = {"Message": "Hi", "MSISDNS": ["0830000000"], "From": "CITY"}
     answer = requests.post(f"{base}/sendsms", data=json.dumps(body), headers=JOE)
