@@ -31,10 +31,8 @@ def downgrade_to_original(database: Database) -> list[str]:
     and fails as a whole if any step does.
     """
     with database.transaction() as cur:
-        cur.execute("SET LOCAL lock_timeout = %s", (LOCK_TIMEOUT,))
         try:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
-            schema.lock_tables(cur, list(schema.ORIGINAL_TABLES))
+            schema.lock_for_downgrade(cur, MIGRATION_LOCK_ID, LOCK_TIMEOUT)
         except psycopg2.errors.LockNotAvailable:
             raise Conflict(
                 f"refused: the database stayed busy for {LOCK_TIMEOUT}; stop the service "
@@ -48,11 +46,6 @@ def downgrade_to_original(database: Database) -> list[str]:
             raise Conflict(
                 f"refused: {unfinished} send(s) still sending or scheduled; downgrade once "
                 "they have finished (flask reconcile settles those a crash left)"
-            )
-        if schema.saved_schema_exists(cur):
-            raise Conflict(
-                f"refused: schema {schema.SAVED_SCHEMA} is still there from an earlier "
-                "downgrade; start this service once to restore it, then downgrade"
             )
         return _downgrade(cur)
 
@@ -87,7 +80,13 @@ def _downgrade(cur) -> list[str]:
             )
         for name, type_name in original:
             if present[name] != type_name:
-                schema.alter_type(cur, table, name, type_name)
+                try:
+                    schema.alter_type(cur, table, name, type_name)
+                except psycopg2.errors.NumericValueOutOfRange:
+                    raise Conflict(
+                        f"refused: {table}.{name} holds values too large for the original's "
+                        f"{type_name}"
+                    ) from None
                 done.append(f"{table}.{name}: {present[name]} -> {type_name}")
     schema.set_version(cur, schema.ORIGINAL_VERSION)
     done.append(f"migration_version set to {schema.ORIGINAL_VERSION}")

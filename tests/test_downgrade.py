@@ -8,7 +8,7 @@ import sys
 import psycopg2
 import pytest
 
-from messaging import create_app
+from messaging import create_app, downgrade
 from messaging.config import config_from_mapping
 from messaging.db import migration_files
 from tests.conftest import ROOT, base_config, rows
@@ -104,7 +104,7 @@ def connect(url):
     return conn
 
 
-def downgrade(app):
+def downgrade_command(app):
     return app.test_cli_runner().invoke(args=["db", "downgrade-to-original"])
 
 
@@ -128,7 +128,7 @@ def fresh(make_database):
 
 def test_the_downgraded_schema_is_the_originals_exactly(fresh):
     url, app, conn, _ = fresh
-    result = downgrade(app)
+    result = downgrade_command(app)
     assert result.exit_code == 0, result.output
     for line in (
         "moved table api_keys (1 rows) to schema messaging_saved",
@@ -162,7 +162,7 @@ def test_a_go_database_upgraded_then_downgraded_keeps_its_rows_in_the_2018_shape
         rows(conn, "SELECT * FROM sendlog ORDER BY id"),
         rows(conn, "SELECT * FROM sms ORDER BY id"),
     )
-    result = downgrade(create_app(config_from_mapping(base_config(), url)))
+    result = downgrade_command(create_app(config_from_mapping(base_config(), url)))
     assert result.exit_code == 0, result.output
     for table, expected in ORIGINAL_COLUMNS.items():
         assert columns(conn, table) == expected
@@ -182,7 +182,7 @@ def test_after_the_go_service_ran_our_service_upgrades_again_and_gets_back_what_
     originals = "id, senttime, originator, type, quantity, delivered, failed, sent, message"
     sendlog_before = rows(conn, f"SELECT {originals}, sender FROM sendlog ORDER BY id")
     sms_before = rows(conn, "SELECT id, msisdn, status, errorcode, reason FROM sms ORDER BY id")
-    assert downgrade(app).exit_code == 0
+    assert downgrade_command(app).exit_code == 0
 
     with conn.cursor() as cur:  # the Go service sends once
         cur.execute(GO_SEND)
@@ -219,7 +219,7 @@ def test_after_the_go_service_ran_our_service_upgrades_again_and_gets_back_what_
     created = again.test_cli_runner().invoke(args=["api-key", "create", "second"])
     assert created.exit_code == 0, created.output  # the restored key's id is not handed out again
 
-    assert downgrade(again).exit_code == 0  # and it can go back once more
+    assert downgrade_command(again).exit_code == 0  # and it can go back once more
     for table, expected in ORIGINAL_COLUMNS.items():
         assert columns(conn, table) == expected
 
@@ -252,4 +252,16 @@ def test_it_refuses_while_a_send_is_unfinished_and_changes_nothing(
         "they have finished (flask reconcile settles those a crash left)"
     ]
     assert schema_of(db) == before
+    assert rows(db, "SELECT to_regnamespace('messaging_saved')") == [(None,)]
+
+
+def test_it_refuses_while_the_service_still_holds_the_tables(app, db, monkeypatch, database_url):
+    monkeypatch.setattr(downgrade, "LOCK_TIMEOUT", "200ms")
+    reader = psycopg2.connect(database_url)
+    with reader.cursor() as cur:
+        cur.execute("SELECT count(*) FROM sms")  # an open transaction of a running worker
+        result = downgrade_command(app)
+    reader.close()
+    assert result.exit_code == 2
+    assert "refused: the database stayed busy for 200ms" in result.output
     assert rows(db, "SELECT to_regnamespace('messaging_saved')") == [(None,)]

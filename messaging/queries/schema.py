@@ -86,11 +86,14 @@ def unfinished_sends(cur, statuses: tuple[str, ...]) -> int:
     return cur.fetchone()[0]
 
 
-def lock_tables(cur, names: list[str]) -> None:
-    """Lock the tables against every other reader and writer until the transaction ends."""
+def lock_for_downgrade(cur, migration_lock: int, timeout: str) -> None:
+    """Take the migrations' advisory lock, then sendlog and sms against every other reader
+    and writer, until the transaction ends; waiting at most `timeout` for each."""
+    cur.execute("SET LOCAL lock_timeout = %s", (timeout,))
+    cur.execute("SELECT pg_advisory_xact_lock(%s)", (migration_lock,))
     cur.execute(
         sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
-            sql.SQL(", ").join(map(sql.Identifier, names))
+            sql.SQL(", ").join(map(sql.Identifier, ORIGINAL_TABLES))
         )
     )
 
