@@ -209,8 +209,8 @@ class ServiceAuth:
         if self.settings.permission not in roles:
             log.info("%s lacks permission %s", identity or "user", self.settings.permission)
             raise Unauthorized(UNAUTHORIZED)
-        admin = self.settings.admin_permission is not None
-        return Identity(identity, admin=admin and self.settings.admin_permission in roles)
+        admin_role = self.settings.admin_permission
+        return Identity(identity, admin=admin_role is not None and admin_role in roles)
 
     @staticmethod
     def parse(response) -> tuple[str, set[str]]:
