@@ -187,14 +187,16 @@ def gunicorn_server(
     workers: int = 2,
     args: tuple[str, ...] = (),
     extra_env: dict | None = None,
+    bind: bool = True,
 ):
     """Run gunicorn on a free loopback port with this config; yield its base URL.
 
     `args` go on gunicorn's command line (e.g. a --config file), `extra_env` into its env.
+    Without `bind`, no --bind is given: the config's HTTPPort must be where it listens.
     """
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps(config))
-    port = free_port()
+    port = free_port() if bind else config["HTTPPort"]
     env = {
         **os.environ,
         "MESSAGING_CONFIG": str(config_file),
@@ -210,8 +212,7 @@ def gunicorn_server(
             "--no-control-socket",
             "--workers",
             str(workers),
-            "--bind",
-            f"127.0.0.1:{port}",
+            *(("--bind", f"127.0.0.1:{port}") if bind else ()),
             *args,
             "wsgi:app",
         ],
