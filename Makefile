@@ -4,12 +4,19 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export MESSAGING_CONFIG ?= config.json
 
-.PHONY: run test e2e soak bench lint format clean
+.PHONY: run shell poll test e2e soak bench lint format clean
+
+# A .venv whose python does not run or has no pip was left half-built (python3-venv
+# missing, no network, a removed python): build it again instead of taking it as done.
+ifneq ($(shell $(BIN)/python -c 'import pip' 2>/dev/null && echo ok),ok)
+.PHONY: $(BIN)/python
+endif
 
 $(BIN)/python:
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and f"Python 3.11+ is required; $(PYTHON) is {sys.version.split()[0]}. Name a newer one: PYTHON=python3.12 make run")'
+	rm -rf $(VENV)
+	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); echo "make: $(PYTHON) -m venv failed: install python3-venv (apt-get install python3-venv), or name another python: PYTHON=python3.12 make run" >&2; exit 1; }
+	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # Reinstall when the package metadata changes.
 $(VENV)/.installed: $(BIN)/python setup.cfg setup.py
@@ -19,6 +26,14 @@ $(VENV)/.installed: $(BIN)/python setup.cfg setup.py
 ## Serve the API with gunicorn on 127.0.0.1:2016 (embedded PostgreSQL by default).
 run: $(VENV)/.installed
 	$(BIN)/python -m messaging.serve
+
+## A Python shell with the app loaded: config, db, sql("SELECT ..."), send_sms(...), ...
+shell: $(VENV)/.installed
+	$(BIN)/flask --app messaging shell
+
+## Ask the provider once about messages still `sent` (what cron runs).
+poll: $(VENV)/.installed
+	$(BIN)/flask --app messaging poll-status
 
 ## Run the test suite (against 127.0.0.1:5432 when it answers, else embedded PostgreSQL).
 test: $(VENV)/.installed
@@ -45,5 +60,6 @@ lint: $(VENV)/.installed
 format: $(VENV)/.installed
 	$(BIN)/ruff format messaging tests bench
 
+## Remove .venv (the next make builds it again); the data under var/ stays.
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -14,6 +14,7 @@ from messaging.settings import Config
 log = logging.getLogger(__name__)
 
 
+@cli.one_line_errors
 def create_app(test_config: Config | Mapping | None = None) -> Flask:
     """Build the app from config.json (or `test_config`), with database and provider ready."""
     if test_config is None:
@@ -30,8 +31,9 @@ def create_app(test_config: Config | Mapping | None = None) -> Flask:
     logs.init_app(app, config)
     for warning in config.warnings:
         log.warning("config: %s", warning)
-    database = db.prepare(config)
+    # The provider first: a misspelt name stops start-up before the database is touched.
     provider = load_provider(config.provider)
+    database = db.prepare(config)
     dispatch.share_rate_limit(provider, database)
     services.init_app(
         app,

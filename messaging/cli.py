@@ -6,6 +6,7 @@ import functools
 import getpass
 import importlib
 import math
+import os
 import pkgutil
 import signal
 import sys
@@ -19,9 +20,52 @@ from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
 from messaging import auth, db, dispatch, downgrade, polling, reconcile, sends, service
 from messaging.config import ConfigError, parse_duration
+from messaging.embedded_setup import EmbeddedError
 from messaging.errors import MessagingError
 from messaging.queries import schema
 from messaging.services import current as services
+
+# What start-up and commands report on one line (exit status 2): a bad config or provider
+# name, a database that cannot be reached or started.
+STARTUP_ERRORS = (ConfigError, MessagingError, EmbeddedError)
+DEBUG_ENV = "MESSAGING_DEBUG"
+
+
+class StartupFailed(click.ClickException):
+    exit_code = 2
+
+
+def debugging() -> bool:
+    """Tell whether errors should show their traceback (--debug, MESSAGING_DEBUG=1)."""
+    # Flask's --debug sets FLASK_DEBUG before the app is built.
+    return any(
+        os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+        for name in (DEBUG_ENV, "FLASK_DEBUG")
+    )
+
+
+def one_line(err: Exception) -> str:
+    """Return an error's message on one line."""
+    message = err.message if isinstance(err, MessagingError) else str(err)
+    return " ".join(message.split()) or type(err).__name__
+
+
+def one_line_errors(function):
+    """Report a start-up error of `function` on one line with exit status 2 under a command."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except STARTUP_ERRORS as err:
+            # Outside a command (gunicorn, tests) the caller handles it.
+            if debugging() or click.get_current_context(silent=True) is None:
+                raise
+            raise StartupFailed(one_line(err)) from None
+
+    wrapper.one_line_errors = True
+    return wrapper
+
 
 # AppGroup: every subcommand runs inside the app context.
 db_group = AppGroup("db", help="Database schema commands.")
@@ -386,14 +430,26 @@ def dispatch_command(concurrency, until_idle):
 
 
 def init_app(app) -> None:
-    app.cli.add_command(poll_status)
-    app.cli.add_command(reconcile_command)
-    app.cli.add_command(dispatch_command)
-    app.cli.add_command(send_command)
-    app.cli.add_command(stats_command)
-    app.cli.add_command(db_group)
-    app.cli.add_command(api_key_group)
+    for command in (
+        poll_status,
+        reconcile_command,
+        dispatch_command,
+        send_command,
+        stats_command,
+        db_group,
+        api_key_group,
+    ):
+        _report_on_one_line(command)
+        app.cli.add_command(command)
     app.shell_context_processor(shell_context)
+
+
+def _report_on_one_line(command: click.Command) -> None:
+    if isinstance(command, click.Group):
+        for subcommand in command.commands.values():
+            _report_on_one_line(subcommand)
+    elif command.callback and not getattr(command.callback, "one_line_errors", False):
+        command.callback = one_line_errors(command.callback)
 
 
 def query_modules() -> SimpleNamespace:

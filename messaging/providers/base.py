@@ -102,6 +102,11 @@ class Provider:
     can_find_sends = False  # try_find_sends looks sends up by our client reference
     takes_receipts = False  # parse_receipt reads pushed delivery receipts
     resend_is_safe = False  # the provider de-duplicates a send made again (our key)
+    # Requests a second the provider allows (None: no limit); a provider that has one
+    # waits on `throttle.acquire()` before each request, and a caller may swap `throttle`
+    # for a limiter every process shares (dispatch.share_rate_limit).
+    requests_per_second: float | None = None
+    throttle = None
 
     def __init__(self, settings: ProviderSettings):
         self.settings = settings

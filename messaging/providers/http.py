@@ -127,11 +127,13 @@ class HttpProvider(Provider):
         self.sleep = sleep
         self.session = requests.Session()
         self.parallel_requests = PARALLEL_REQUESTS
-        rate = settings.max_requests_per_second or self.default_max_requests_per_second
+        self.requests_per_second = (
+            settings.max_requests_per_second or self.default_max_requests_per_second
+        )
         # Any object with acquire() may replace it, e.g. a limiter shared between processes.
         # Through self.sleep, so a test can swap the sleep of a provider an app built.
         self.throttle: Throttle = TokenBucket(
-            rate, clock or time.monotonic, lambda seconds: self.sleep(seconds)
+            self.requests_per_second, clock or time.monotonic, lambda seconds: self.sleep(seconds)
         )
         self.timeouts = (min(settings.timeout, 10.0), settings.timeout)
         self.session.headers.update(self.headers())

