@@ -2,7 +2,8 @@
 
 Anything given on the command line (`--bind`, `--workers`) wins over this file, so
 `make run`, the systemd unit and `make e2e` all use it. Environment knobs:
-  MESSAGING_BIND            where to listen when no --bind is given (127.0.0.1:2016)
+  MESSAGING_BIND            where to listen when no --bind is given (default: 127.0.0.1 at
+                            config.json's HTTPPort, as the original listened at HTTPPort)
   WEB_CONCURRENCY           worker processes (default: 2 per CPU + 1)
   MESSAGING_METRICS_DIR     where workers keep their metrics and poll-status adds its runs
                             (default: a fresh temp dir; PROMETHEUS_MULTIPROC_DIR wins if set)
@@ -25,7 +26,18 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         _own_metrics_dir = tempfile.mkdtemp(prefix="messaging-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir
 
-bind = os.environ.get("MESSAGING_BIND", "127.0.0.1:2016")
+
+def _load_config():
+    from messaging.config import ConfigError, load_config  # noqa: PLC0415 - after the env
+
+    try:
+        return load_config()
+    except ConfigError:
+        return None  # the app itself will say what is wrong with the config
+
+
+_config = _load_config()
+bind = os.environ.get("MESSAGING_BIND") or f"127.0.0.1:{_config.http_port if _config else 2016}"
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
 # Sync workers: one request at a time each, nginx buffers slow clients in front of them.
 worker_class = "sync"
@@ -37,13 +49,9 @@ preload_app = True
 
 def _provider_budget() -> float:
     """Longest one provider call may take (settings.call_budget), from the config."""
-    from messaging.config import ConfigError, load_config  # noqa: PLC0415 - after the env
     from messaging.settings import call_budget  # noqa: PLC0415 - after the env
 
-    try:
-        return call_budget(load_config().provider)
-    except ConfigError:
-        return 120.0  # the app itself will say what is wrong with the config
+    return 120.0 if _config is None else call_budget(_config.provider)
 
 
 # A sync worker silent longer than `timeout` is killed. A request works on its send for

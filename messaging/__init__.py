@@ -25,6 +25,7 @@ def create_app(test_config: Config | Mapping | None = None) -> Flask:
         config = config_from_mapping(test_config)
 
     app = Flask(__name__, static_folder=None)  # no static files: /docs serves its own
+    app.json = web.JSONProvider(app)
     app.url_map.converters["anytext"] = web.AnyText
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     logs.init_app(app, config)
@@ -48,7 +49,9 @@ def create_app(test_config: Config | Mapping | None = None) -> Flask:
     app.register_blueprint(receipts.bp)
     ops.init_app(app, db.HealthCheck(database.dsn))
     # After the request id and the metrics timer: a refused request is logged and timed too.
-    auth.init_app(app, auth.make_authenticator(config.authentication, database))
+    auth.init_app(
+        app, auth.make_authenticator(config.authentication, database), config.authentication
+    )
     cli.init_app(app)
     app.wsgi_app = web.SizedBodies(web.CaseInsensitivePaths(app.wsgi_app), config.max_body_bytes)
     return app

@@ -4,10 +4,10 @@ Each view's docstring is its entry in /openapi.json (see openapi.py): the summar
 description, then (after `---`) its parameters and answers in apispec's YAML.
 """
 
-import json
 import time
+from urllib.parse import parse_qsl
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import ValidationError
 
 from messaging import idempotency, sends, service
@@ -22,6 +22,7 @@ from messaging.schemas import (
     SendSmsRequest,
     SendSmsResponse,
     SendSummary,
+    canonical_fields,
     describe,
 )
 from messaging.services import current as services
@@ -41,33 +42,62 @@ send_summary_schema = SendSummary()
 ping_response_schema = PingResponse()
 
 
-def request_fields() -> dict:
-    """Return the caller's fields from JSON, form data, or (GET, or an empty body) the query."""
-    if request.method == "GET":
-        return request.args.to_dict()
-    body = request.get_data(cache=True)
+def request_fields(schema) -> dict:
+    """Return the caller's fields for `schema`: a JSON object (whatever the Content-Type says,
+    as the original read every body), form data, or (GET, or no body) the query string."""
+    body = request.get_data(cache=True) if request.method != "GET" else b""
     if not body:
-        return request.args.to_dict()
+        return canonical_fields(schema, _url_pairs(_utf8(request.query_string, "query string")))
+    text = _utf8(body, "body")
+    mimetype = request.mimetype
+    if mimetype not in FORM_TYPES or text.lstrip().startswith("{"):
+        return canonical_fields(schema, _json_pairs(text, mimetype), repeats_join=False)
+    if mimetype == "multipart/form-data":
+        return canonical_fields(schema, request.form.items(multi=True))
+    return canonical_fields(schema, _url_pairs(text, "form data"))
+
+
+def _utf8(raw: bytes, what: str) -> str:
     try:
-        body.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidInput("body is not valid UTF-8") from None
-    if request.mimetype in FORM_TYPES:
-        return request.form.to_dict()
-    if request.mimetype == "application/json" or not request.mimetype:
-        try:
-            data = json.loads(body)
-        except ValueError as err:
-            raise InvalidInput(f"body is not valid JSON: {err}") from None
-        if not isinstance(data, dict):
-            raise InvalidInput("body must be a JSON object")
-        return data
-    raise InvalidInput(f"unsupported Content-Type {request.mimetype!r}: send JSON or form data")
+        raise InvalidInput(f"{what} is not valid UTF-8") from None
 
 
-def load(schema, data: dict) -> dict:
+def _url_pairs(text: str, what: str = "query string") -> list[tuple[str, str]]:
+    """Decode `a=1&b=2`; a percent escape that is not UTF-8 (`%E9`) is refused, not kept."""
     try:
-        return schema.load(data)
+        return parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{what} is not valid UTF-8 once percent-decoded") from None
+
+
+def _json_pairs(text: str, mimetype: str) -> list[tuple]:
+    """Return the top-level (key, value) pairs of a JSON object body, repeats included."""
+    objects = []
+
+    def keep_pairs(pairs):
+        objects.append(pairs)  # the outermost object is completed, so kept, last
+        return dict(pairs)
+
+    try:
+        data = current_app.json.loads(text, object_pairs_hook=keep_pairs)
+    except ValueError as err:
+        if mimetype in ("application/json", ""):
+            raise InvalidInput(f"body is not valid JSON: {err}") from None
+        raise InvalidInput(
+            f"body is not valid JSON ({err}); with Content-Type {mimetype!r}, "
+            "send a JSON object or form data"
+        ) from None
+    if not isinstance(data, dict):
+        raise InvalidInput("body must be a JSON object")
+    return objects[-1]
+
+
+def load(schema) -> dict:
+    """Read the request's fields with `schema`; raise InvalidInput naming each bad field."""
+    try:
+        return schema.load(request_fields(schema))
     except ValidationError as err:
         raise InvalidInput(describe(err)) from None
 
@@ -108,7 +138,7 @@ def send_sms():
         - {in: query, schema: SendSmsQuery}
     """
     schema = send_query_schema if request.method == "GET" else send_request_schema
-    fields = load(schema, request_fields())
+    fields = load(schema)
     send_at = service.parse_send_at(fields.get("send_at"))
     respond_async = wants_async(request.headers.get("Prefer", ""))
 
@@ -164,7 +194,9 @@ def wants_async(prefer: str) -> bool:
 def message_status(msisdn):
     """Status of the newest message to a number.
 
-    The number is normalised first (`0830000000` finds `27830000000`). A message still
+    Only the caller's own messages count, unless it is an admin
+    (authentication.adminPermission, or an API key made with `--admin`). The number is
+    normalised first (`0830000000` finds `27830000000`). A message still
     `sent` is asked about once at a provider that can answer.
     ---
     responses:
@@ -177,7 +209,7 @@ def message_status(msisdn):
               enum: [queued, sent, delivered, failed, "Error: no data available"]
     errors: [500]
     """
-    status = service.message_status(services(), msisdn)
+    status = service.message_status(services(), msisdn, g.identity.owner)
     return Response(status or NO_DATA, mimetype="text/plain")
 
 
@@ -192,11 +224,12 @@ def send_report(refNumber):  # the API's name for it, as in every answer
       200:
         description: The send and one page of recipients.
         content: {application/json: {schema: SendReport}}
-      404: No send with that refNumber.
+      404: No send with that refNumber (or one of another caller, unless an admin).
     errors: [406, 500]
     """
-    query = load(send_report_query_schema, request.args.to_dict())
-    report = sends.send_report(services(), sends.parse_ref(refNumber), **query)
+    query = load(send_report_query_schema)
+    ref = sends.parse_ref(refNumber)
+    report = sends.send_report(services(), ref, **query, owner=g.identity.owner)
     return jsonify(send_report_schema.dump(report))
 
 
@@ -213,14 +246,14 @@ def cancel_send(refNumber):  # the API's name for it, as in every answer
       200:
         description: The send, as cancelled.
         content: {application/json: {schema: SendSummary}}
-      404: No send with that refNumber.
+      404: No send with that refNumber (or one of another caller, unless an admin).
       409: The send is already finished.
     errors: [406, 500]
     """
     ref = sends.parse_ref(refNumber)
-    service.cancel_send(services(), ref)
+    service.cancel_send(services(), ref, g.identity.owner)
     g.log_summary = f"ref={ref} cancelled"
-    report = sends.send_report(services(), ref, 1, 1)
+    report = sends.send_report(services(), ref, 1, 1, g.identity.owner)
     return jsonify(send_summary_schema.dump(report.send))
 
 
@@ -236,7 +269,7 @@ def normalize():
         content: {application/json: {schema: {type: array, items: {type: string}}}}
     errors: [406, 413, 500]
     """
-    fields = load(normalize_request_schema, request_fields())
+    fields = load(normalize_request_schema)
     return jsonify(service.normalize(services(), fields["msisdns"]))
 
 

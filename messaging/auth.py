@@ -24,9 +24,17 @@ import cachetools
 import requests
 from flask import g, request
 
+from messaging import csrf
 from messaging.db import Database
-from messaging.errors import InvalidInput, NotFound, ServiceUnavailable, Unauthorized
+from messaging.errors import (
+    HeadersTooLarge,
+    InvalidInput,
+    NotFound,
+    ServiceUnavailable,
+    Unauthorized,
+)
 from messaging.queries import api_keys
+from messaging.segments import is_text
 from messaging.settings import AuthSettings
 
 log = logging.getLogger(__name__)
@@ -38,9 +46,16 @@ UNAVAILABLE = "authentication service unavailable"
 @dataclass(frozen=True)
 class Identity:
     name: str  # recorded as sendlog.originator; empty when authentication is off
+    admin: bool = False  # sees every caller's sends, not only its own
+
+    @property
+    def owner(self) -> str | None:
+        """Return the originator whose sends this caller may read (None: every one)."""
+        return None if self.admin else self.name
 
 
-ANONYMOUS = Identity("")
+# Authentication off: everyone is the same unnamed caller, who sees everything.
+ANONYMOUS = Identity("", admin=True)
 
 
 class NoAuth:
@@ -54,6 +69,11 @@ class NoAuth:
 
 FORWARDED_HEADERS = ("Cookie", "Authorization")
 CACHE_MAX_ENTRIES = 10_000
+# Credentials larger than this are not sent on: auth services (and an nginx in front of
+# one) refuse such headers, which must not look like the auth service being down (503).
+MAX_FORWARDED_BYTES = 16 * 1024
+# What an HTTP server answers to headers it will not take (or 400, for malformed ones).
+TOO_LARGE_ANSWERS = (413, 414, 431)
 
 
 class _RefuseCookies(http.cookiejar.DefaultCookiePolicy):
@@ -102,6 +122,13 @@ class ServiceAuth:
         forwarded = {name: headers[name] for name in FORWARDED_HEADERS if headers.get(name)}
         if not forwarded:
             raise Unauthorized(UNAUTHORIZED)
+        size = sum(len(name) + 2 + len(value) for name, value in forwarded.items())
+        if size > MAX_FORWARDED_BYTES:
+            log.info("credentials of %d bytes not forwarded: too large", size)
+            raise HeadersTooLarge(
+                f"Cookie and Authorization headers carry {size} bytes; at most "
+                f"{MAX_FORWARDED_BYTES} can be forwarded to the auth service"
+            )
         key = credentials_key(forwarded)
         with self._cache_lock:
             identity = self.cache.get(key)
@@ -131,9 +158,12 @@ class ServiceAuth:
             # Only the type: the message of some errors can quote the request.
             log.error("auth service unreachable: %s", type(err).__name__)
             raise ServiceUnavailable(UNAVAILABLE) from None
-        if response.status_code in (401, 403):
+        if response.status_code in (400, 401, 403):
             log.info("auth service refused the credentials (%s)", response.status_code)
             raise Unauthorized(UNAUTHORIZED)
+        if response.status_code in TOO_LARGE_ANSWERS:
+            log.info("auth service refused credentials too large (%s)", response.status_code)
+            raise HeadersTooLarge("the auth service refused the credentials as too large")
         if response.status_code != 200:
             log.error("auth service answered %s; refusing the request", response.status_code)
             raise ServiceUnavailable(UNAVAILABLE)
@@ -141,7 +171,8 @@ class ServiceAuth:
         if self.settings.permission not in roles:
             log.info("%s lacks permission %s", identity or "user", self.settings.permission)
             raise Unauthorized(UNAUTHORIZED)
-        return Identity(identity)
+        admin_role = self.settings.admin_permission
+        return Identity(identity, admin=admin_role is not None and admin_role in roles)
 
     @staticmethod
     def parse(response) -> tuple[str, set[str]]:
@@ -152,8 +183,9 @@ class ServiceAuth:
             answer = None
         roles = answer.get("Roles") if isinstance(answer, dict) else None
         identity = answer.get("Identity", "") if isinstance(answer, dict) else None
-        # A string "Roles" would otherwise pass as a list of its characters.
-        if not isinstance(roles, list) or not isinstance(identity, str):
+        # A string "Roles" would otherwise pass as a list of its characters; an Identity
+        # with a lone surrogate could not be stored as a send's originator.
+        if not isinstance(roles, list) or not isinstance(identity, str) or not is_text(identity):
             log.error("auth service answered 200 without the expected JSON; refusing")
             raise ServiceUnavailable(UNAVAILABLE)
         return identity, {str(role) for role in roles}
@@ -207,13 +239,13 @@ class ApiKeyAuth:
             if found is None:
                 log.info("refused an unknown API key")
                 raise Unauthorized(UNAUTHORIZED)
-            key_id, name, stored_hash, revoked, needs_touch = found
+            key_id, name, stored_hash, revoked, admin, needs_touch = found
             if not hmac.compare_digest(stored_hash.encode(), digest.encode()) or revoked:
                 log.info("refused the revoked API key %s", name)
                 raise Unauthorized(UNAUTHORIZED)
             if needs_touch:
                 api_keys.touch_api_key(cur, key_id, LAST_USED_EVERY)
-        return Identity(name)
+        return Identity(name, admin=admin)
 
 
 @dataclass(frozen=True)
@@ -222,6 +254,7 @@ class ApiKeyInfo:
     created: datetime
     last_used: datetime | None
     revoked: bool
+    admin: bool
 
 
 def check_key_name(name: str) -> str:
@@ -232,14 +265,15 @@ def check_key_name(name: str) -> str:
     return name
 
 
-def create_api_key(database: Database, name: str) -> str:
-    """Issue a key called `name`, store its hash, and return the key (its only showing)."""
+def create_api_key(database: Database, name: str, admin: bool = False) -> str:
+    """Issue a key called `name` (`admin`: it reads every caller's sends), store its hash,
+    and return the key (its only showing)."""
     check_key_name(name)
     key = new_api_key()
     with database.transaction() as cur:
-        if api_keys.insert_api_key(cur, name, hash_api_key(key)) is None:
+        if api_keys.insert_api_key(cur, name, hash_api_key(key), admin) is None:
             raise InvalidInput(f"an API key named {name!r} already exists (names are never reused)")
-    log.info("created API key %s", name)
+    log.info("created API key %s%s", name, " (admin)" if admin else "")
     return key
 
 
@@ -303,8 +337,9 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may well resolve to a public address
 
 
-def init_app(app, authenticator) -> None:
-    """Ask every request for credentials, except those of views marked `@public`."""
+def init_app(app, authenticator, settings: AuthSettings) -> None:
+    """Ask every request for credentials, except those of views marked `@public`; refuse a
+    cross-site one that sends or changes anything with a browser's cookie (csrf.py)."""
     app.extensions["messaging.auth"] = authenticator
 
     @app.before_request
@@ -312,4 +347,5 @@ def init_app(app, authenticator) -> None:
         view = app.view_functions.get(request.endpoint)
         if view is None or is_public(view):  # no view: the answer is a 404 or 405 anyway
             return
+        csrf.refuse_cross_site(settings, request, csrf.writes(request.method, request.endpoint))
         g.identity = app.extensions["messaging.auth"].authenticate(request.headers)

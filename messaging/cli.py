@@ -18,10 +18,11 @@ from types import SimpleNamespace
 import click
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
-from messaging import auth, db, dispatch, polling, reconcile, sends, service
+from messaging import auth, db, dispatch, downgrade, polling, reconcile, sends, service
 from messaging.config import ConfigError, parse_duration
 from messaging.embedded_setup import EmbeddedError
 from messaging.errors import MessagingError
+from messaging.queries import schema
 from messaging.services import current as services
 
 # What start-up and commands report on one line (exit status 2): a bad config or provider
@@ -79,15 +80,37 @@ def db_upgrade():
     click.echo(f"applied {len(applied)} migration(s); schema version {version}")
 
 
+@db_group.command("downgrade-to-original")
+def db_downgrade_to_original():
+    """Leave the schema the Go service starts on (version 2); ours moves aside, kept.
+
+    Refused (exit 2, nothing changed) while a dispatcher runs or any send is still sending
+    or scheduled. Stop this service first; starting it again upgrades the database and
+    restores what moved.
+    """
+    try:
+        done = downgrade.downgrade_to_original(services().db)
+    except MessagingError as err:
+        click.echo(f"downgrade-to-original: {err.message}", err=True)
+        raise SystemExit(2) from None
+    for line in done:
+        click.echo(line)
+    click.echo(
+        "the Go service starts on this database now; starting this service again upgrades "
+        f"it and puts back what {schema.SAVED_SCHEMA} holds"
+    )
+
+
 api_key_group = AppGroup("api-key", help='API keys for authentication.service "apikey".')
 
 
 @api_key_group.command("create")
 @click.argument("name")
-def api_key_create(name):
+@click.option("--admin", is_flag=True, help="The key reads every caller's sends, not only its own.")
+def api_key_create(name, admin):
     """Issue a key called NAME (its sends' originator) and print it; it is shown only once."""
     try:
-        key = auth.create_api_key(services().db, name)
+        key = auth.create_api_key(services().db, name, admin)
     except MessagingError as err:
         raise click.ClickException(err.message) from None
     click.echo(f"created API key {name!r}; store it now, it cannot be shown again:", err=True)
@@ -96,7 +119,7 @@ def api_key_create(name):
 
 @api_key_group.command("list")
 def api_key_list():
-    """List keys: name, created, last used, revoked (never a key or its hash)."""
+    """List keys: name, created, last used, status and admin (never a key or its hash)."""
     keys = auth.list_api_keys(services().db)
     if not keys:
         click.echo("no API keys", err=True)
@@ -105,7 +128,7 @@ def api_key_list():
     click.echo(f"{'NAME':<{width}}  {'CREATED (UTC)':<19}  {'LAST USED (UTC)':<19}  STATUS")
     for key in keys:
         last_used = f"{key.last_used:%Y-%m-%d %H:%M:%S}" if key.last_used else "never"
-        status = "revoked" if key.revoked else "active"
+        status = ("revoked" if key.revoked else "active") + (" admin" if key.admin else "")
         click.echo(
             f"{key.name:<{width}}  {key.created:%Y-%m-%d %H:%M:%S}  {last_used:<19}  {status}"
         )

@@ -19,6 +19,7 @@ from psycopg2 import sql
 
 from messaging import embedded
 from messaging.errors import ServiceUnavailable
+from messaging.queries import schema
 from messaging.settings import Config, DatabaseSettings
 
 log = logging.getLogger(__name__)
@@ -312,7 +313,8 @@ def apply_migrations(database: Database, folder: Traversable | None = None) -> l
     """Apply pending migrations in order, each once and in its own transaction.
 
     `migration_version(version)` is the original service's one-row table, so a
-    database it created (version 2) continues from migration 3. An advisory lock
+    database it created (version 2) continues from migration 3, and one that
+    `flask db downgrade-to-original` left gets back what it saved. An advisory lock
     makes concurrent starts of several workers take turns.
     """
     applied = []
@@ -333,6 +335,12 @@ def apply_migrations(database: Database, folder: Traversable | None = None) -> l
             cur.execute(text)
             cur.execute("UPDATE migration_version SET version = %s", (number,))
             applied.append(name)
+    with database.transaction() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
+        # After `flask db downgrade-to-original`: what it set aside goes back in.
+        if schema.saved_schema_exists(cur):
+            for line in schema.restore_saved(cur):
+                log.info("restored after a downgrade: %s", line)
     return applied
 
 

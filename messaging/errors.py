@@ -31,6 +31,12 @@ class NotFound(MessagingError):
     status_code = 404
 
 
+class HeadersTooLarge(MessagingError):
+    """Credentials too large to forward to the auth service (it would refuse them)."""
+
+    status_code = 431
+
+
 class Conflict(MessagingError):
     """The request clashes with one already under way (an Idempotency-Key's send)."""
 

@@ -8,7 +8,8 @@ under a method's own key (`get:`), which adds to them for that method. Three sho
 `body: SendSmsRequest` is a request body in JSON or form data (api.request_fields reads
 both), an answer given as a string is a JSON error answer with that description, and
 `errors: [406, 500]` adds the shared error answers of `ERRORS`. A view not marked
-`@public` is documented as needing credentials, with its 401 and 503 answers.
+`@public` is documented as needing credentials, with its 401, 431 and 503 answers, and
+its 403 where it sends or changes anything (csrf.writes).
 """
 
 import copy
@@ -18,7 +19,7 @@ import re
 from apispec import APISpec, yaml_utils
 from apispec.ext.marshmallow import MarshmallowPlugin
 
-from messaging import schemas
+from messaging import csrf, schemas
 from messaging.auth import is_public
 
 TITLE = "messaging"
@@ -49,8 +50,19 @@ SCHEMAS = (
 JSON_ERROR = {"content": {"application/json": {"schema": "ErrorResponse"}}}
 ERRORS = {
     401: {"description": 'Not authenticated: `{"error": "User unauthorized"}`', **JSON_ERROR},
+    403: {
+        "description": "Cross-site: a request authenticated by its session cookie alone, from "
+        "a page of another site (`Sec-Fetch-Site`, or an `Origin` not in "
+        "authentication.allowedOrigins). Nothing is sent or changed.",
+        **JSON_ERROR,
+    },
     406: {"description": "Bad input, named in the error. Nothing is sent.", **JSON_ERROR},
     413: {"description": "Body over the size limit (MaxBodyBytes).", **JSON_ERROR},
+    431: {
+        "description": "Cookie and Authorization headers too large to forward to the auth "
+        "service (or refused by it as too large).",
+        **JSON_ERROR,
+    },
     500: {
         "description": "Unexpected failure, logged with the request id.",
         "content": {"application/json": {"schema": "InternalErrorResponse"}},
@@ -167,7 +179,9 @@ def operation(rule, view, method: str) -> dict:
     codes = [*common.get("errors", []), *own.get("errors", [])]
     if not is_public(view):
         found["security"] = SECURED
-        codes += [401, 503]
+        codes += [401, 431, 503]
+        if csrf.writes(method, rule.endpoint):
+            codes.append(403)
     found.pop("errors", None)
     body = found.pop("body", None)
     if body is not None:

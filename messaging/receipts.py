@@ -107,6 +107,8 @@ def drop_unmatched(database: Database) -> int:
 
 
 @bp.route("/callbacks/<provider>", methods=["POST", "GET"])
+# A provider signs the URL it calls: one configured with a trailing slash is answered there.
+@bp.route("/callbacks/<provider>/", methods=["POST", "GET"])
 @public
 def receive(provider):
     """Delivery receipts pushed by the provider.

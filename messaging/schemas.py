@@ -1,5 +1,7 @@
 """Request and response shapes (marshmallow); they also describe the API in OpenAPI."""
 
+from collections.abc import Iterable
+
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from messaging.logs import REQUEST_ID
@@ -9,7 +11,8 @@ MAX_PAGE_SIZE = 1000
 
 
 class MsisdnList(fields.Field):
-    """A JSON list of strings, or one comma-separated string (form data, query string)."""
+    """A JSON list of strings, or one comma-separated string (form data, query string); a
+    form or query string may repeat it (`msisdns=a&msisdns=b,c`), and the repeats are joined."""
 
     default_error_messages = {
         "invalid": "must be a list of strings or a comma-separated string",
@@ -24,10 +27,14 @@ class MsisdnList(fields.Field):
 
 
 class CommaSeparated(fields.String):
-    """Numbers in one comma-separated string (a query string holds no list)."""
+    """Numbers in one comma-separated string (a query string holds no list); repeats of it
+    are joined, as MsisdnList's are."""
 
     def _deserialize(self, value, attr, data, **kwargs):
         return split_numbers(super()._deserialize(value, attr, data, **kwargs))
+
+
+NUMBER_LISTS = (MsisdnList, CommaSeparated)
 
 
 def split_numbers(text: str) -> list[str]:
@@ -77,6 +84,29 @@ class SendSmsQuery(SendSmsRequest):
 
     msisdns = CommaSeparated(required=True, metadata={"description": "comma-separated numbers"})
     sender = fields.String(data_key="from", metadata={"description": "sender id"})
+
+
+def canonical_fields(schema: Schema, pairs: Iterable[tuple], repeats_join: bool = True) -> dict:
+    """Return (key, value) pairs as the schema's input: keys matched ignoring case, as the
+    original's JSON decoding did (`"Message"`, `"MSISDNS"`), and unknown ones dropped. A
+    repeated list of numbers is joined when `repeats_join` (form data, query string); any other
+    repeat is refused, naming the key, rather than one of its values being dropped unseen."""
+    known = {
+        (field.data_key or name).lower(): (field.data_key or name, field)
+        for name, field in schema.load_fields.items()
+    }
+    found: dict = {}
+    for key, value in pairs:
+        name, field = known.get(key.lower(), (None, None)) if isinstance(key, str) else (None, None)
+        if name is None:
+            continue
+        if name not in found:
+            found[name] = value
+        elif repeats_join and isinstance(field, NUMBER_LISTS) and isinstance(value, str):
+            found[name] = f"{found[name]},{value}"
+        else:
+            raise ValidationError({name: ["given more than once; give it once"]})
+    return found
 
 
 class NormalizeRequest(Schema):
@@ -135,14 +165,23 @@ class RequestIdHeader(Schema):
 
 
 class SendSmsResponse(Schema):
+    # The original's fields in the original's order, then ours.
     refNumber = fields.String(attribute="ref_number")
     validNumbers = fields.Integer(attribute="valid_numbers")
     invalidNumbers = fields.Integer(attribute="invalid_numbers")
-    duplicateNumbers = fields.Integer(attribute="duplicate_numbers")
     sendSuccess = fields.Boolean(attribute="send_success")
     statusDescription = fields.String(attribute="status_description")
     messagesSent = fields.Integer(attribute="messages_sent")
+    duplicateNumbers = fields.Integer(attribute="duplicate_numbers")
     segments = fields.Integer()
+    encoding = fields.String(
+        metadata={
+            "enum": ["GSM-7", "UCS-2"],
+            "description": "how the text went out: GSM-7 (160 characters a part, after "
+            "smsProvider.smartEncoding replaced look-alikes such as typographic quotes) or "
+            "UCS-2 (70 a part)",
+        }
+    )
     queuedNumbers = fields.Integer(
         attribute="queued_numbers",
         metadata={"description": "recipients not sent yet: they go on in the background"},

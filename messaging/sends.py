@@ -33,12 +33,15 @@ def parse_ref(text: str) -> int:
     return int(text)
 
 
-def send_report(services: Services, ref: int, page: int, page_size: int) -> Report:
-    """Return a send and one page of its recipients; raise NotFound for an unknown ref."""
+def send_report(
+    services: Services, ref: int, page: int, page_size: int, owner: str | None = None
+) -> Report:
+    """Return a send and one page of its recipients; raise NotFound for an unknown ref, or
+    one not of `owner` (unless None): the same answer, so refs cannot be probed."""
     if ref > MAX_ID:
         raise NotFound(f"no send with refNumber {ref}")
     with services.db.transaction() as cur:
-        send = find_send(cur, ref)
+        send = find_send(cur, ref, owner)
         if send is None:
             raise NotFound(f"no send with refNumber {ref}")
         total = count_recipients(cur, ref)

@@ -27,7 +27,7 @@ from messaging.queries.dispatch import (
 )
 from messaging.queries.sends import find_send
 from messaging.queries.status import apply_status_updates, latest_message
-from messaging.segments import count_segments
+from messaging.segments import count_segments, encoding, is_text, smart_encode
 from messaging.services import Services
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class SendOutcome:
     status_description: str
     messages_sent: int
     segments: int
+    encoding: str  # "GSM-7" or "UCS-2", as the message went out
     queued_numbers: int = 0
     # scheduled, sending (goes on in the background), done or cancelled
     state: str = "done"
@@ -68,9 +69,12 @@ def validate_message(message: str, max_segments: int) -> int:
 
 
 def _storable(text: str, name: str) -> None:
-    """PostgreSQL text cannot hold NUL: refuse it rather than fail at the INSERT."""
+    """PostgreSQL text cannot hold NUL, UTF-8 no lone surrogate (a command line's undecodable
+    bytes): refuse them rather than fail at the INSERT."""
     if "\x00" in text:
         raise InvalidInput(f"{name} contains a NUL character (\\u0000)")
+    if not is_text(text):
+        raise InvalidInput(f"{name} contains a lone surrogate, which is not text")
 
 
 def parse_send_at(text: str | None) -> datetime | None:
@@ -115,6 +119,8 @@ def send_sms(
     is answered with its refNumber: the send exists, and may be partly at the provider.
     """
     settings = services.config.provider
+    if settings.smart_encoding:
+        message = smart_encode(message)  # what is counted, sent and stored
     segments = validate_message(message, settings.max_message_segments)
     if not msisdns:
         raise InvalidInput("msisdns is empty: give at least one number")
@@ -165,15 +171,16 @@ def send_sms(
             f"yet goes on once the database is back; see GET /sends/{sendlog_id}",
             refNumber=str(sendlog_id),
         ) from None
-    return _outcome(sendlog_id, progress, cleaned, segments, scheduled)
+    return _outcome(sendlog_id, progress, cleaned, message, scheduled)
 
 
 def batch_size(services: Services) -> int:
     return min(services.config.provider.max_batch_size, services.provider.max_batch_size)
 
 
-def _outcome(sendlog_id, progress, cleaned, segments, scheduled=False) -> SendOutcome:
-    """What a caller is told of a send: final once it is done, else what is known so far."""
+def _outcome(sendlog_id, progress, cleaned, message, scheduled=False) -> SendOutcome:
+    """What a caller is told of a send of `message` (the text as sent and stored): final
+    once it is done, else what is known so far."""
     status = progress["status"]
     if status != "sending":
         success = status == "success"
@@ -198,7 +205,8 @@ def _outcome(sendlog_id, progress, cleaned, segments, scheduled=False) -> SendOu
         send_success=success,
         status_description=description,
         messages_sent=progress["accepted"],
-        segments=segments,
+        segments=count_segments(message),
+        encoding=encoding(message),
         queued_numbers=progress["queued"] if status == "sending" else 0,
         state=state,
     )
@@ -219,17 +227,20 @@ def answer_for_send(services: Services, sendlog_id: int, msisdns: list[str]) -> 
             refNumber=str(sendlog_id),
         )
     cleaned = services.normaliser.clean(msisdns)
-    return _outcome(sendlog_id, progress, cleaned, count_segments(found["message"] or ""))
+    return _outcome(sendlog_id, progress, cleaned, found["message"] or "")
 
 
-def cancel_send(services: Services, sendlog_id: int) -> dict:
+def cancel_send(services: Services, sendlog_id: int, owner: str | None = None) -> dict:
     """Stop what of a send has not been handed over: those recipients fail, "cancelled".
 
     A batch already at the provider finishes as it will. Raises NotFound for an unknown
-    send and Conflict for one already finished. Returns the send's progress.
+    send or one not of `owner` (unless None), and Conflict for one already finished.
+    Returns the send's progress.
     """
     with services.db.transaction() as cur:
         lock_send(cur, sendlog_id)
+        if find_send(cur, sendlog_id, owner) is None:
+            raise NotFound(f"no send with refNumber {sendlog_id}")
         if mark_cancelled(cur, sendlog_id):
             fail_ready_batches(cur, sendlog_id, *CANCELLED)
             finish_if_done(cur, sendlog_id)
@@ -246,13 +257,14 @@ def normalize(services: Services, msisdns: list[str]) -> list[str]:
     return services.normaliser.clean(msisdns).valid
 
 
-def message_status(services: Services, msisdn: str) -> str | None:
-    """Return the newest message's status for a number; ask the provider once if in flight."""
+def message_status(services: Services, msisdn: str, owner: str | None = None) -> str | None:
+    """Return the newest message's status for a number (among the sends of `owner`, unless
+    None); ask the provider once if it is in flight."""
     number = services.normaliser.normalise(msisdn) or msisdn
     if "\x00" in number:  # no stored number holds one
         return None
     with services.db.transaction() as cur:
-        row = latest_message(cur, number)
+        row = latest_message(cur, number, owner)
     if row is None:
         return None
     _, status, provider_id = row
@@ -269,5 +281,5 @@ def message_status(services: Services, msisdn: str) -> str | None:
         return status
     with services.db.transaction() as cur:
         apply_status_updates(cur, final)
-        row = latest_message(cur, number)
+        row = latest_message(cur, number, owner)
     return row[1] if row else FAILED

@@ -187,15 +187,17 @@ def gunicorn_server(
     extra_env: dict | None = None,
     host: str = "127.0.0.1",
     prefix: tuple[str, ...] = (),
+    bind: bool = True,
 ):
     """Run gunicorn on a free port of `host` with this config; yield its base URL.
 
     `args` go on gunicorn's command line (e.g. a --config file), `extra_env` into its env,
-    `prefix` before it (e.g. `ip netns exec <namespace>`: a host of its own).
+    `prefix` before it (e.g. `ip netns exec <namespace>`: a host of its own). Without
+    `bind`, no --bind is given: the config's HTTPPort must be where it listens.
     """
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps(config))
-    port = free_port()
+    port = free_port() if bind else config["HTTPPort"]
     env = {
         **os.environ,
         "MESSAGING_CONFIG": str(config_file),
@@ -212,8 +214,7 @@ def gunicorn_server(
             "--no-control-socket",
             "--workers",
             str(workers),
-            "--bind",
-            f"{host}:{port}",
+            *(("--bind", f"{host}:{port}") if bind else ()),
             *args,
             "wsgi:app",
         ],

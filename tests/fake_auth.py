@@ -38,6 +38,8 @@ class FakeAuthService:
     def __init__(self):
         self.answer = Answer()
         self.checks: list[dict[str, str]] = []  # headers of each /auth2/check, in order
+        # Answers for particular callers, by their Authorization or Cookie header's value.
+        self.users: dict[str, Answer] = {}
         self._released = threading.Event()  # set on stop, so a slow answer never outlives us
         self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
@@ -50,6 +52,11 @@ class FakeAuthService:
     def allow(self, identity: str = "joe@example.com", roles=("2", "4")) -> None:
         body = {"UserId": 3618, "Identity": identity, "Roles": list(roles)}
         self.answer = Answer(body=json.dumps(body))
+
+    def allow_user(self, credential: str, identity: str, roles=("2", "4")) -> None:
+        """Allow the caller whose Authorization or Cookie is `credential`, as `identity`."""
+        body = {"UserId": len(self.users) + 1, "Identity": identity, "Roles": list(roles)}
+        self.users[credential] = Answer(body=json.dumps(body))
 
     def refuse(self, status: int = 401) -> None:
         self.answer = Answer(status=status, body="Unauthorized", content_type="text/plain")
@@ -74,7 +81,14 @@ class FakeAuthService:
         if request.method != "GET" or request.path != "/auth2/check":
             return Response("not found", status=404)(environ, start_response)
         self.checks.append(dict(request.headers))
-        answer = self.answer
+        answer = next(
+            (
+                self.users[value]
+                for value in (request.headers.get("Authorization"), request.headers.get("Cookie"))
+                if value in self.users
+            ),
+            self.answer,
+        )
         if answer.delay:
             self._released.wait(answer.delay)
         response = Response(answer.body, status=answer.status, content_type=answer.content_type)

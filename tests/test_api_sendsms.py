@@ -35,6 +35,7 @@ def test_json_send_records_every_recipient_and_answers_like_the_original(client,
         "statusDescription": "",
         "messagesSent": 3,
         "segments": 1,
+        "encoding": "GSM-7",
         "queuedNumbers": 0,
     }
     recorded = rows(
@@ -153,6 +154,18 @@ def test_long_message_counts_segments(client, db):
     body = client.post("/sendsms", json={"message": "a" * 161, "msisdns": ["0830000000"]})
     assert body.get_json()["segments"] == 2
     assert rows(db, "SELECT segments FROM sms") == [(2,)]
+
+
+def test_with_smart_encoding_off_a_typographic_apostrophe_makes_the_text_ucs2(make_app, db):
+    app = make_app(base_config(maxMessageSegments=1, smartEncoding=False))
+    text = "a" * 99 + "\u2019"
+    response = app.test_client().post("/sendsms", json={"message": text, "msisdns": ["0830000000"]})
+    assert response.status_code == 406
+    assert "needs 2 SMS parts" in response.get_json()["error"]
+    two = make_app(base_config(maxMessageSegments=2, smartEncoding=False)).test_client()
+    answer = two.post("/sendsms", json={"message": text, "msisdns": ["0830000000"]}).get_json()
+    assert (answer["encoding"], answer["segments"]) == ("UCS-2", 2)
+    assert rows(db, "SELECT message FROM sms") == [(text,)]
 
 
 BAD_INPUTS = [

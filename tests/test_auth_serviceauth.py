@@ -97,7 +97,7 @@ def test_permission_is_configurable_and_may_be_a_number(make_app, fake_auth, db)
     assert send(client, Cookie=COOKIE).status_code == 200
 
 
-@pytest.mark.parametrize("status", [401, 403])
+@pytest.mark.parametrize("status", [400, 401, 403])
 def test_auth_service_refusal_is_our_401(client, fake_auth, db, status):
     fake_auth.refuse(status)
     response = send(client, Cookie=COOKIE)
@@ -136,6 +136,7 @@ def test_unreachable_auth_service_is_503(make_app, db):
         '{"Identity": "joe@example.com"}',
         '{"Identity": "joe@example.com", "Roles": "4"}',
         '{"Identity": ["joe"], "Roles": ["4"]}',
+        '{"Identity": "joe\\ud800", "Roles": ["4"]}',  # no originator could hold it
     ],
 )
 def test_a_200_without_the_expected_json_is_503(client, fake_auth, db, body):

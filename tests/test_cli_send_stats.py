@@ -49,6 +49,18 @@ def test_send_over_the_recipient_limit_fails_clearly_and_records_nothing(make_ap
     assert rows(db, "SELECT count(*) FROM sendlog") == [(0,)]
 
 
+def test_send_of_undecodable_command_line_bytes_fails_clearly_and_records_nothing(
+    runner, db, tmp_path
+):
+    numbers = tmp_path / "numbers.csv"
+    numbers.write_text("0830000000\n")
+    # Python reads a command line's non-UTF-8 bytes (here \xed\xa0\x80) as lone surrogates.
+    result = runner.invoke(args=["send", "-m", "hi \udced\udca0\udc80", "-f", str(numbers)])
+    assert result.exit_code == 1
+    assert "message contains a lone surrogate" in result.output
+    assert rows(db, "SELECT count(*) FROM sendlog") == [(0,)]
+
+
 def test_send_refused_by_the_provider_exits_non_zero_with_the_reason(make_app, db, tmp_path):
     app = make_app(base_config(token="nocredit"))
     numbers = write_csv(tmp_path, "0830000000\n")

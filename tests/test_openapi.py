@@ -44,7 +44,7 @@ def test_every_registered_route_is_documented(app, client):
 
     for rule, method in routes(app):
         assert (openapi.openapi_path(rule), method) in documented, (rule.rule, method)
-    assert len(documented) == len(routes(app)) == 13
+    assert len(documented) == len(routes(app)) == 15
 
 
 def test_every_documented_operation_exists(app, client):
@@ -73,9 +73,24 @@ def test_only_the_public_views_are_documented_without_credentials(client):
         "/openapi.json",
         "/docs",
         "/callbacks/{provider}",
+        "/callbacks/{provider}/",  # where a provider configured with the slash signs
     }
     for path, method in operations(spec) - open_operations:
-        assert {"401", "503"} <= set(spec["paths"][path][method]["responses"]), path
+        assert {"401", "431", "503"} <= set(spec["paths"][path][method]["responses"]), path
+    # A cookie's cross-site refusal (403) is documented where it applies: what sends or
+    # changes anything, and /sendsms by any method.
+    cross_site = {
+        (path, method)
+        for path, method in operations(spec) - open_operations
+        if "403" in spec["paths"][path][method]["responses"]
+    }
+    assert cross_site == {
+        ("/sendsms", "get"),
+        ("/sendsms", "post"),
+        ("/normalize", "post"),
+        ("/sends/{refNumber}/cancel", "post"),
+    }
+    assert "allowedOrigins" in spec["paths"]["/sendsms"]["get"]["responses"]["403"]["description"]
     for path in ("/ping", "/healthz", "/metrics", "/openapi.json", "/docs"):
         assert f"`{path}`" in spec["info"]["description"]
 
@@ -84,7 +99,9 @@ def test_the_document_takes_parameters_and_bodies_from_the_schemas(client):
     spec = client.get("/openapi.json").json
 
     send = spec["paths"]["/sendsms"]["post"]
-    assert {"200", "202", "401", "406", "409", "413", "500", "503"} == set(send["responses"])
+    assert {"200", "202", "401", "403", "406", "409", "413", "431", "500", "503"} == set(
+        send["responses"]
+    )
     assert "X-Request-ID" in send["responses"]["200"]["headers"]
     assert send["summary"] == "Send one text to a list of numbers"
     assert send["description"].startswith("Numbers are cleaned and de-duplicated")
@@ -113,6 +130,7 @@ def test_the_document_takes_parameters_and_bodies_from_the_schemas(client):
         "statusDescription",
         "messagesSent",
         "segments",
+        "encoding",
         "queuedNumbers",
     }
 

@@ -2,7 +2,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from messaging.segments import GSM7_BASIC, GSM7_EXTENDED, count_segments, encoding
+from messaging.segments import (
+    GSM7_BASIC,
+    GSM7_EXTENDED,
+    SMART_ENCODING,
+    count_segments,
+    encoding,
+    smart_encode,
+)
 
 GSM7_CHARS = sorted(GSM7_BASIC | GSM7_EXTENDED)
 # Characters outside both GSM tables, including emoji beyond the BMP.
@@ -98,3 +105,45 @@ def test_appending_a_gsm7_character_never_reduces_the_parts(text, ch):
 def test_appending_to_a_ucs2_message_never_reduces_the_parts(text, more):
     assert encoding(text) == "UCS-2"
     assert count_segments(text + more) >= count_segments(text)
+
+
+# --- smart encoding (smsProvider.smartEncoding) ---
+
+
+def test_every_smart_encoding_replacement_is_gsm7_and_every_original_is_not():
+    for original, replacement in SMART_ENCODING.items():
+        assert encoding(original) == "UCS-2", repr(original)
+        assert encoding(replacement) == "GSM-7", repr(original)
+
+
+@pytest.mark.parametrize(
+    ("written", "sent"),
+    [
+        ("Can\u2019t \u201cwait\u201d \u2013 10\u201312 \u2026", 'Can\'t "wait" - 10-12 ...'),
+        ("R\u00a0100\u202f000", "R 100 000"),
+        ("tab\there", "tab here"),
+        ("zero\u200bwidth\u00adsoft", "zerowidthsoft"),
+        ("\u00bd price\uff01", "1/2 price!"),
+        ("`quoted\u00b4", "'quoted'"),
+        ("caf\u00e9 \u00e0 10:00", "caf\u00e9 \u00e0 10:00"),  # GSM-7 already: as written
+    ],
+)
+def test_smart_encode_replaces_look_alikes_with_gsm7(written, sent):
+    assert smart_encode(written) == sent
+    assert encoding(smart_encode(written)) == "GSM-7"
+
+
+@pytest.mark.parametrize("written", ["Can’t wait 👍", "“Привет”", "naïve — ok"])
+def test_a_text_that_stays_ucs2_is_kept_as_written(written):
+    assert smart_encode(written) == written
+
+
+def test_99_letters_and_an_apostrophe_are_one_part_once_smart_encoded():
+    text = "a" * 99 + "\u2019"
+    assert count_segments(text) == 2  # UCS-2 as written
+    assert count_segments(smart_encode(text)) == 1
+
+
+@given(st.text(alphabet=GSM7_CHARS))
+def test_smart_encode_leaves_gsm7_text_alone(text):
+    assert smart_encode(text) is text

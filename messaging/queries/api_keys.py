@@ -3,28 +3,28 @@
 from messaging.queries import NOW_UTC
 
 
-def insert_api_key(cur, name, key_hash):
+def insert_api_key(cur, name, key_hash, admin=False):
     """Store a new key's hash under a name; return its id, or None if the name is taken."""
     cur.execute(
         f"""
-        INSERT INTO api_keys (name, key_hash, created) VALUES (%s, %s, {NOW_UTC})
+        INSERT INTO api_keys (name, key_hash, created, admin) VALUES (%s, %s, {NOW_UTC}, %s)
         ON CONFLICT (name) DO NOTHING
         RETURNING id
         """,
-        (name, key_hash),
+        (name, key_hash, admin),
     )
     row = cur.fetchone()
     return row[0] if row else None
 
 
 def find_api_key(cur, key_hash, touch_after_seconds):
-    """Return (id, name, key_hash, revoked, needs_touch) for a hash, or None.
+    """Return (id, name, key_hash, revoked, admin, needs_touch) for a hash, or None.
 
     needs_touch says last_used is older than `touch_after_seconds` (or unset).
     """
     cur.execute(
         f"""
-        SELECT id, name, key_hash, revoked,
+        SELECT id, name, key_hash, revoked, admin,
                last_used IS NULL OR last_used < {NOW_UTC} - make_interval(secs => %s)
         FROM api_keys WHERE key_hash = %s
         """,
@@ -46,8 +46,10 @@ def touch_api_key(cur, key_id, touch_after_seconds):
 
 
 def list_api_keys(cur):
-    """Return (name, created, last_used, revoked) of every key, oldest first."""
-    cur.execute("SELECT name, created, last_used, revoked FROM api_keys ORDER BY created, id")
+    """Return (name, created, last_used, revoked, admin) of every key, oldest first."""
+    cur.execute(
+        "SELECT name, created, last_used, revoked, admin FROM api_keys ORDER BY created, id"
+    )
     return cur.fetchall()
 
 

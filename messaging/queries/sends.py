@@ -1,8 +1,8 @@
 """One send and its recipients, read back (GET /sends/<ref>); dispatch.py records them."""
 
 
-def find_send(cur, sendlog_id):
-    """Return one send's row as a dict, or None."""
+def find_send(cur, sendlog_id, originator=None):
+    """Return one send's row as a dict, or None; only a send of `originator` unless None."""
     cur.execute(
         """
         SELECT id, originator, senttime, sender, message, quantity,
@@ -11,9 +11,10 @@ def find_send(cur, sendlog_id):
                     WHEN status <> 'sending' THEN 'done'
                     WHEN sendat > (now() AT TIME ZONE 'utc') THEN 'scheduled'
                     ELSE 'sending' END AS state
-        FROM sendlog WHERE id = %s
+        FROM sendlog
+        WHERE id = %(id)s AND (%(originator)s::varchar IS NULL OR originator = %(originator)s)
         """,
-        (sendlog_id,),
+        {"id": sendlog_id, "originator": originator},
     )
     row = cur.fetchone()
     if row is None:

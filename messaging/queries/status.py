@@ -9,8 +9,9 @@ from messaging.queries import NOW_UTC, array_literal
 EARLY_RECEIPTS_LOCK = 727_004
 
 
-def latest_message(cur, msisdn):
-    """Return (id, status, providerid) of the newest message to a number, or None.
+def latest_message(cur, msisdn, originator=None):
+    """Return (id, status, providerid) of the newest message to a number, or None; only
+    among the sends of `originator` unless it is None.
 
     A recipient whose batch the provider has not answered yet has no sms row: it is
     `queued`. Only batches still to be sent are in dispatch_batches, so that side is small.
@@ -20,6 +21,9 @@ def latest_message(cur, msisdn):
         SELECT id, status, providerid FROM (
             (SELECT id, status, providerid, senttime FROM sms
              WHERE msisdn = %(msisdn)s
+               AND (%(originator)s::varchar IS NULL
+                    OR EXISTS (SELECT 1 FROM sendlog WHERE sendlog.id = sms.sendlogid
+                                                       AND originator = %(originator)s))
              ORDER BY senttime DESC, id DESC
              LIMIT 1)
             UNION ALL
@@ -27,13 +31,15 @@ def latest_message(cur, msisdn):
             FROM (SELECT batch.ids[array_position(batch.msisdns, %(msisdn)s::varchar)]
                          AS id, sendlog.senttime
                   FROM dispatch_batches AS batch
-                  JOIN sendlog ON sendlog.id = batch.sendlogid) AS found
+                  JOIN sendlog ON sendlog.id = batch.sendlogid
+                  WHERE %(originator)s::varchar IS NULL
+                     OR sendlog.originator = %(originator)s) AS found
             WHERE found.id IS NOT NULL
         ) AS messages
         ORDER BY senttime DESC, id DESC
         LIMIT 1
         """,
-        {"msisdn": msisdn},
+        {"msisdn": msisdn, "originator": originator},
     )
     return cur.fetchone()
 
