@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export MESSAGING_CONFIG ?= config.json
 
-.PHONY: run test e2e soak bench lint format clean
+.PHONY: run test e2e soak bench bench-peer lint format clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
@@ -37,6 +37,11 @@ soak: $(VENV)/.installed
 ## Benchmarks: figures and ratios against baselines measured in the same run.
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench
+
+## K1: msg/s with 100 recipients a request beside Kannel 1.4.5 in the same run (installs
+## kannel, kannel-extras and wrk with apt-get if missing, as root).
+bench-peer: $(VENV)/.installed
+	$(BIN)/python -m bench.peer
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check messaging tests bench
