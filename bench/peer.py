@@ -337,12 +337,14 @@ class Ours:
 
     def pids(self) -> list[int]:
         """gunicorn's master and workers, the dispatcher, and their PostgreSQL backends."""
-        port = self.base.rsplit(":", 1)[1]
-        master = [
-            pid
-            for pid in child_pids(os.getpid())
-            if f"127.0.0.1:{port}".encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-        ]
+        bind = f"127.0.0.1:{self.base.rsplit(':', 1)[1]}".encode()
+
+        def command_line(pid: int) -> bytes:
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                return Path(f"/proc/{pid}/cmdline").read_bytes()
+            return b""
+
+        master = [pid for pid in child_pids(os.getpid()) if bind in command_line(pid)]
         workers = [pid for pid in master for pid in child_pids(pid)]
         with self.conn.cursor() as cur:
             cur.execute(
