@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export MESSAGING_CONFIG ?= config.json
 
-.PHONY: run shell poll test e2e soak bench lint format clean
+.PHONY: run shell poll test e2e soak bench bench-peer lint format clean
 
 # A .venv whose python does not run or has no pip was left half-built (python3-venv
 # missing, no network, a removed python): build it again instead of taking it as done.
@@ -52,6 +52,11 @@ soak: $(VENV)/.installed
 ## Benchmarks: figures and ratios against baselines measured in the same run.
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench
+
+## K1: msg/s with 100 recipients a request beside Kannel 1.4.5 in the same run (installs
+## kannel, kannel-extras and wrk with apt-get if missing, as root).
+bench-peer: $(VENV)/.installed
+	$(BIN)/python -m bench.peer
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check messaging tests bench
