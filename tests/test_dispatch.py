@@ -357,9 +357,12 @@ def test_two_dispatchers_share_one_send_and_each_number_goes_once(
 
 
 def test_the_rate_limit_holds_across_processes(database_url, db, tmp_path, make_app):
-    """Two dispatchers and the request itself, 4 at once each, 20 requests a second in all."""
+    """Two dispatchers and the request itself, 4 at once each, 10 requests a second in all.
+
+    Measured where the provider would: at the fake, so the time between a request's slot
+    and its arrival counts too (slots 100 ms apart leave room for a loaded machine's)."""
     fake = SlowProvider(latency=0.01)
-    config = config_for(fake.url, maxBatchSize=10, maxRequestsPerSecond=20, waitSeconds=1)
+    config = config_for(fake.url, maxBatchSize=20, maxRequestsPerSecond=10, waitSeconds=1)
     client = make_app(config).test_client()
     try:
         with (
@@ -375,9 +378,9 @@ def test_the_rate_limit_holds_across_processes(database_url, db, tmp_path, make_
         fake.stop()
 
     arrivals = sorted(fake.arrivals)
-    assert len(arrivals) == 80
+    assert len(arrivals) == 40
     busiest = max(sum(1 for t in arrivals if start <= t < start + 1.0) for start in arrivals)
-    assert busiest <= 21, busiest
+    assert 8 <= busiest <= 11, busiest  # the limit set the pace, and held
     assert sum(fake.received.values()) == 800
 
 
