@@ -36,6 +36,7 @@ def test_json_send_records_every_recipient_and_answers_like_the_original(client,
         "messagesSent": 3,
         "segments": 1,
         "queuedNumbers": 0,
+        "optedOutNumbers": 0,
     }
     recorded = rows(
         db,

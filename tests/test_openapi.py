@@ -44,7 +44,7 @@ def test_every_registered_route_is_documented(app, client):
 
     for rule, method in routes(app):
         assert (openapi.openapi_path(rule), method) in documented, (rule.rule, method)
-    assert len(documented) == len(routes(app)) == 13
+    assert len(documented) == len(routes(app)) == 19
 
 
 def test_every_documented_operation_exists(app, client):
@@ -73,6 +73,7 @@ def test_only_the_public_views_are_documented_without_credentials(client):
         "/openapi.json",
         "/docs",
         "/callbacks/{provider}",
+        "/callbacks/{provider}/inbound",
     }
     for path, method in operations(spec) - open_operations:
         assert {"401", "503"} <= set(spec["paths"][path][method]["responses"]), path
@@ -114,6 +115,7 @@ def test_the_document_takes_parameters_and_bodies_from_the_schemas(client):
         "messagesSent",
         "segments",
         "queuedNumbers",
+        "optedOutNumbers",
     }
 
 
