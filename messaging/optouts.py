@@ -48,15 +48,12 @@ def keyword_action(settings: InboundSettings, text: str) -> str | None:
 
 def normalised(services: Services, raw: str) -> str:
     """Return a number as /normalize gives it, or raise InvalidInput naming it."""
-    number = services.normaliser.normalise(raw)
-    if number is None:
-        countries = ", ".join(services.config.provider.countries)
-        raise InvalidInput(f"{raw[:40]!r} is not a valid number for {countries}")
-    return number
+    return all_normalised(services, [raw])[0]
 
 
 def all_normalised(services: Services, numbers: list[str]) -> list[str]:
-    """Return every number normalised, or raise InvalidInput naming the invalid ones."""
+    """Return the numbers normalised, first occurrence kept, or raise InvalidInput naming
+    the invalid ones."""
     result, invalid = [], []
     for raw in numbers:
         number = services.normaliser.normalise(raw)
@@ -65,9 +62,10 @@ def all_normalised(services: Services, numbers: list[str]) -> list[str]:
         else:
             result.append(number)
     if invalid:
+        countries = ", ".join(services.config.provider.countries)
         shown = ", ".join(repr(raw[:40]) for raw in invalid[:5])
         more = f" and {len(invalid) - 5} more" if len(invalid) > 5 else ""
-        raise InvalidInput(f"not valid numbers: {shown}{more}; nothing was changed")
+        raise InvalidInput(f"not a valid number for {countries}: {shown}{more}")
     return list(dict.fromkeys(result))
 
 

@@ -166,6 +166,8 @@ def test_real_responses_match_the_document(checked):
     ref = call("POST", "/sendsms", json=hi).json["refNumber"]
     receipt = json.dumps({"id": "unknown-id", "status": "delivered"}).encode()
     signed = {"X-Mock-Signature": receipt_signature("receipt-secret", receipt)}
+    stop = json.dumps({"id": "mo-1", "from": "0830000000", "to": "32020", "text": "STOP"}).encode()
+    stop_signed = {"X-Mock-Signature": receipt_signature("receipt-secret", stop)}
     exchanges = [
         ("POST", "/sendsms", {"data": {"message": "Hi", "msisdns": "0840000001,junk"}}, 200),
         ("GET", "/sendsms", {"query_string": {"message": "Hi", "msisdns": "0840000002"}}, 200),
@@ -179,6 +181,16 @@ def test_real_responses_match_the_document(checked):
         ("POST", "/callbacks/MockProvider", {"data": receipt, "headers": signed}, 200),
         ("POST", "/callbacks/MockProvider", {"data": receipt}, 403),
         ("POST", "/callbacks/OtherProvider", {"data": receipt}, 404),
+        ("POST", "/callbacks/MockProvider/inbound", {"data": stop, "headers": stop_signed}, 200),
+        ("POST", "/callbacks/MockProvider/inbound", {"data": stop}, 403),
+        ("GET", "/inbound", {"query_string": {"since": "2026-01-01", "pageSize": "5"}}, 200),
+        ("GET", "/inbound", {"query_string": {"since": "soon"}}, 406),
+        ("GET", "/optouts/0830000000", {}, 200),
+        ("DELETE", "/optouts/0830000000", {}, 204),
+        ("GET", "/optouts/0830000000", {}, 404),
+        ("PUT", "/optouts/0830000000", {}, 201),
+        ("PUT", "/optouts/0830000000", {}, 200),
+        ("PUT", "/optouts/123", {}, 406),
         ("POST", "/normalize", {"json": {"msisdns": ["0830000000", "x"]}}, 200),
         ("POST", "/normalize", {"data": {"msisdns": "0830000000"}}, 200),
         ("GET", "/ping", {}, 200),

@@ -168,3 +168,79 @@ def test_a_plain_refusal_is_no_opt_out(fake, make_app, db):
     client.post("/sendsms", json={"message": "One", "msisdns": NUMBERS})
 
     assert client.get("/optouts/27830000002").status_code == 404
+
+
+# --- details of some wire formats ---
+
+
+def test_twilio_replies_are_checked_against_the_public_inbound_url(fake, make_app, db):
+    public = "https://sms.example.org/callbacks/Twilio/inbound"
+    settings = config("Twilio", fake)
+    settings["smsProvider"]["options"]["inboundUrl"] = public
+    client = make_app(settings).test_client()
+
+    behind_proxy = client.post(
+        "/callbacks/Twilio/inbound", **twilio_inbound("SM1", "+27830000001", "STOP", TOKEN, public)
+    )
+    local = client.post(
+        "/callbacks/Twilio/inbound", **twilio_inbound("SM2", "+27830000001", "x", TOKEN)
+    )
+
+    assert (behind_proxy.status_code, local.status_code) == (200, 403)
+
+
+def test_one_api_replies_in_an_event_are_read(fake, make_app, db):
+    client = make_app(config("ClickatellOne", fake)).test_client()
+    event = {
+        "integrationId": "4f7d2a",
+        "event": {
+            "moText": [
+                {
+                    "channel": "sms",
+                    "messageId": "m1",
+                    "from": "27830000001",
+                    "to": "27820000000",
+                    "content": "STOP",
+                    "timestamp": 1767268800000,
+                },
+                {"channel": "sms", "messageId": "m2", "from": "27830000002", "content": "hi"},
+            ]
+        },
+    }
+
+    answer = client.post(
+        "/callbacks/ClickatellOne/inbound", json=event, query_string={"secret": SECRET}
+    )
+
+    assert answer.get_json() == {"received": 2, "stored": 2, "optedOut": 1, "optedIn": 0}
+    assert rows(db, "SELECT providerid, msisdn, message FROM inbound_messages ORDER BY id") == [
+        ("m1", "27830000001", "STOP"),
+        ("m2", "27830000002", "hi"),
+    ]
+
+
+def test_bulksms_takes_only_received_messages_and_its_empty_test_call(fake, make_app, db):
+    client = make_app(config("BulkSMS", fake)).test_client()
+    request = INBOUND["BulkSMS"]("r1", "27830000001", "STOP", SECRET)
+    sent_status = {**request["json"][0], "id": "s1", "type": "SENT"}
+    request["json"].append(sent_status)
+
+    answer = client.post("/callbacks/BulkSMS/inbound", **request)
+    registration = client.post(
+        "/callbacks/BulkSMS/inbound", json=[], query_string={"secret": SECRET}
+    )
+
+    assert answer.get_json()["received"] == 1
+    assert registration.status_code == 200 and registration.get_json()["received"] == 0
+    assert rows(db, "SELECT providerid FROM inbound_messages") == [("r1",)]
+
+
+def test_vonage_replies_may_come_as_a_get_query(fake, make_app, db):
+    client = make_app(config("Vonage", fake)).test_client()
+    request = INBOUND["Vonage"]("v1", "27830000001", "STOP", SECRET)
+
+    answer = client.get(
+        "/callbacks/Vonage/inbound", query_string={**request["json"], **request["query_string"]}
+    )
+
+    assert answer.get_json()["optedOut"] == 1
