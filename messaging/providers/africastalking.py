@@ -49,7 +49,7 @@ from messaging.providers.base import (
     SendResult,
     StatusUpdate,
 )
-from messaging.providers.http import HttpProvider, json_or_none
+from messaging.providers.http import HttpProvider, json_or_none, reply_from_fields
 from messaging.segments import count_segments
 
 SANDBOX_URL = "https://api.sandbox.africastalking.com/version1/messaging"
@@ -174,14 +174,4 @@ class AfricasTalking(HttpProvider):
 
     def parse_inbound(self, receipt: Receipt) -> list[InboundMessage]:
         self.check_receipt_secret(receipt)
-        fields = receipt.fields()
-        if not fields.get("id"):
-            return []
-        return [
-            InboundMessage(
-                str(fields["id"]),
-                str(fields.get("from", "")),
-                str(fields.get("to", "")),
-                str(fields.get("text", "")),
-            )
-        ]
+        return reply_from_fields(receipt, "id", "from", "to", "text")

@@ -39,7 +39,7 @@ from messaging.providers.base import (
     SendResult,
     StatusUpdate,
 )
-from messaging.providers.http import HttpProvider, json_or_none
+from messaging.providers.http import HttpProvider, json_or_none, reply_from_fields
 from messaging.segments import count_segments
 
 # Message status codes (messageStatus / callback `status`): code -> (our status, meaning).
@@ -178,14 +178,4 @@ class Clickatell(HttpProvider):
 
     def parse_inbound(self, receipt: Receipt) -> list[InboundMessage]:
         self.check_receipt_secret(receipt)
-        fields = receipt.fields()
-        if not fields.get("moMsgId"):
-            return []
-        return [
-            InboundMessage(
-                str(fields["moMsgId"]),
-                str(fields.get("from", "")),
-                str(fields.get("to", "")),
-                str(fields.get("text", "")),
-            )
-        ]
+        return reply_from_fields(receipt, "moMsgId", "from", "to", "text")

@@ -44,7 +44,7 @@ from messaging.providers.base import (
     SendResult,
     StatusUpdate,
 )
-from messaging.providers.http import HttpProvider, json_or_none
+from messaging.providers.http import HttpProvider, json_or_none, reply_from_fields
 from messaging.segments import UCS2, encoding
 
 # Send status codes: code -> meaning. "0" is success.
@@ -180,14 +180,4 @@ class Vonage(HttpProvider):
 
     def parse_inbound(self, receipt: Receipt) -> list[InboundMessage]:
         self.check_receipt_secret(receipt)
-        fields = receipt.fields()
-        if not fields.get("messageId"):
-            return []
-        return [
-            InboundMessage(
-                str(fields["messageId"]),
-                str(fields.get("msisdn", "")),
-                str(fields.get("to", "")),
-                str(fields.get("text", "")),
-            )
-        ]
+        return reply_from_fields(receipt, "messageId", "msisdn", "to", "text")
