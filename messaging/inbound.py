@@ -96,7 +96,7 @@ def record_inbound(
             for row in insert_inbound(cur, provider, rows)
         ]
         # The last keyword a sender sent in this push decides, as it would one by one.
-        wanted = {row["msisdn"]: row["action"] for row in stored if row["action"]}
+        wanted = {row["msisdn"]: row["action"] for row in stored if row["action"] and row["msisdn"]}
         stops = [msisdn for msisdn, action in wanted.items() if action == OPT_OUT]
         starts = [msisdn for msisdn, action in wanted.items() if action == OPT_IN]
         opted_out = add_optouts(cur, stops, f"reply via {provider}") if stops else []
@@ -159,9 +159,9 @@ def receive(provider):
         "replies from %s: %d received, %d new, %d opted out, %d opted in",
         configured.name,
         outcome.received,
-        len(outcome.stored),
-        len(outcome.opted_out),
-        len(outcome.opted_in),
+        outcome.stored_count,
+        outcome.opted_out_count,
+        outcome.opted_in_count,
     )
     return jsonify(inbound_response_schema.dump(outcome))
 

@@ -22,8 +22,8 @@ def insert_inbound(cur, provider, messages):
     provider_ids, msisdns, recipients, texts, actions = (array_literal(c) for c in columns)
     cur.execute(
         f"""
-        INSERT INTO inbound_messages AS i (provider, providerid, msisdn, recipient, message,
-                                           receivedat, action)
+        INSERT INTO inbound_messages (provider, providerid, msisdn, recipient, message,
+                                      receivedat, action)
         SELECT %s, m.providerid, m.msisdn, m.recipient, m.message, {NOW_UTC}, m.action
         FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::text[], %s::varchar[])
              WITH ORDINALITY AS m(providerid, msisdn, recipient, message, action, n)
@@ -37,10 +37,8 @@ def insert_inbound(cur, provider, messages):
 
 
 def count_inbound(cur, since):
-    cur.execute(
-        "SELECT count(*) FROM inbound_messages WHERE receivedat >= %s",
-        (since,),
-    )
+    """Count the replies received at or after `since` (naive UTC)."""
+    cur.execute("SELECT count(*) FROM inbound_messages WHERE receivedat >= %s", (since,))
     return cur.fetchone()[0]
 
 
