@@ -5,7 +5,20 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from messaging import api, auth, cli, db, dispatch, logs, ops, receipts, services, web
+from messaging import (
+    api,
+    auth,
+    cli,
+    db,
+    dispatch,
+    inbound,
+    logs,
+    ops,
+    optouts,
+    receipts,
+    services,
+    web,
+)
 from messaging.config import config_from_mapping, load_config
 from messaging.msisdn import Normaliser
 from messaging.providers.base import load_provider
@@ -47,6 +60,8 @@ def create_app(test_config: Config | Mapping | None = None) -> Flask:
     web.register_error_handlers(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(receipts.bp)
+    app.register_blueprint(inbound.bp)
+    app.register_blueprint(optouts.bp)
     ops.init_app(app, db.HealthCheck(database.dsn))
     # After the request id and the metrics timer: a refused request is logged and timed too.
     auth.init_app(

@@ -27,6 +27,7 @@ from flask import g, request
 from messaging import csrf
 from messaging.db import Database
 from messaging.errors import (
+    Forbidden,
     HeadersTooLarge,
     InvalidInput,
     NotFound,
@@ -335,6 +336,15 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a host name: it may well resolve to a public address
+
+
+def require_admin(what: str) -> None:
+    """Refuse a caller without the admin permission (anyone, with authentication off)."""
+    if not g.identity.admin:
+        raise Forbidden(
+            f"{what} needs the admin permission (authentication.adminPermission, or an API "
+            "key created with --admin)"
+        )
 
 
 def init_app(app, authenticator, settings: AuthSettings) -> None:

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import click
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
-from messaging import auth, db, dispatch, downgrade, polling, reconcile, sends, service
+from messaging import auth, db, dispatch, downgrade, optouts, polling, reconcile, sends, service
 from messaging.config import ConfigError, parse_duration
 from messaging.embedded_setup import EmbeddedError
 from messaging.errors import MessagingError
@@ -143,6 +143,69 @@ def api_key_revoke(name):
     except MessagingError as err:
         raise click.ClickException(err.message) from None
     click.echo(f"revoked API key {name!r}" if newly else f"API key {name!r} was already revoked")
+
+
+optout_group = AppGroup("optout", help="The suppression list: numbers no send reaches.")
+
+
+def _cli_source() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+def _changed(verb: str, changed: list[str], unchanged: list[str], why: str) -> None:
+    click.echo(f"{verb} {len(changed)}" + (f"; {len(unchanged)} {why}" if unchanged else ""))
+    for number in changed:
+        click.echo(number)
+
+
+@optout_group.command("add")
+@click.argument("numbers", nargs=-1, required=True)
+def optout_add(numbers):
+    """Opt NUMBERS out (normalised like /normalize): no send reaches them."""
+    try:
+        added, kept = optouts.opt_out(services(), list(numbers), _cli_source())
+    except MessagingError as err:
+        raise click.ClickException(err.message) from None
+    _changed("opted out", added, kept, "already opted out")
+
+
+@optout_group.command("remove")
+@click.argument("numbers", nargs=-1, required=True)
+def optout_remove(numbers):
+    """Opt NUMBERS back in: sends reach them again."""
+    try:
+        removed, missing = optouts.opt_in(services(), list(numbers))
+    except MessagingError as err:
+        raise click.ClickException(err.message) from None
+    _changed("opted in", removed, missing, "were not opted out")
+
+
+@optout_group.command("list")
+def optout_list():
+    """List the opted-out numbers: number, since when (UTC), what put it there."""
+    entries = optouts.entries(services())
+    if not entries:
+        click.echo("no opted-out numbers", err=True)
+        return
+    width = max(len("MSISDN"), *(len(entry.msisdn) for entry in entries))
+    click.echo(f"{'MSISDN':<{width}}  {'SINCE (UTC)':<19}  SOURCE")
+    for entry in entries:
+        click.echo(f"{entry.msisdn:<{width}}  {entry.time:%Y-%m-%d %H:%M:%S}  {entry.source}")
+
+
+@optout_group.command("import")
+@click.argument("numbers_file", metavar="FILE", type=click.File("r", encoding="utf-8-sig"))
+def optout_import(numbers_file):
+    """Opt out every number of a CSV FILE (a column named msisdn/number/phone, else the
+    first); one invalid number refuses the file and changes nothing."""
+    numbers = read_numbers(numbers_file)
+    if not numbers:
+        raise click.ClickException(f"{numbers_file.name}: no numbers in it")
+    try:
+        added, kept = optouts.opt_out(services(), numbers, f"import:{numbers_file.name}")
+    except MessagingError as err:
+        raise click.ClickException(f"{numbers_file.name}: {err.message}") from None
+    click.echo(f"opted out {len(added)}; {len(kept)} already opted out")
 
 
 # --- flask send / flask stats ---
@@ -438,6 +501,7 @@ def init_app(app) -> None:
         stats_command,
         db_group,
         api_key_group,
+        optout_group,
     ):
         _report_on_one_line(command)
         app.cli.add_command(command)

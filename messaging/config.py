@@ -25,6 +25,7 @@ from messaging.settings import (
     Config,
     DatabaseSettings,
     DeliveryStatusSettings,
+    InboundSettings,
     OptionMap,
     ProviderSettings,
 )
@@ -170,6 +171,19 @@ def _origins(value: Any, path: str) -> tuple[str, ...]:
             raise _fail(path, expected, item)
         origins.append(item.strip().rstrip("/").lower())
     return tuple(origins)
+
+
+def _keywords(value: Any, path: str) -> tuple[str, ...]:
+    expected = 'a non-empty list of single words such as ["STOP", "QUIT"]'
+    if not isinstance(value, list) or not value:
+        raise _fail(path, expected, value)
+    words: list[str] = []
+    for item in value:
+        if not isinstance(item, str) or not re.fullmatch(r"\w+", item.strip()):
+            raise _fail(path, expected, item)
+        if item.strip().upper() not in words:
+            words.append(item.strip().upper())
+    return tuple(words)
 
 
 def _db_port(value: Any, path: str) -> int:
@@ -375,6 +389,15 @@ _DELIVERY_STATUS = _section(
     ],
 )
 
+_INBOUND = _section(
+    InboundSettings,
+    [
+        _key("callbackUrl", "callback_url", _optional(_url)),
+        _key("optOutKeywords", "opt_out_keywords", _keywords),
+        _key("optInKeywords", "opt_in_keywords", _keywords),
+    ],
+)
+
 _DATABASE = _section(
     DatabaseSettings,
     [
@@ -399,6 +422,7 @@ _CONFIG = _section(
         _key("smsProvider", "provider", _PROVIDER),
         _key("authentication", "authentication", _AUTH),
         _key("deliveryStatus", "delivery_status", _DELIVERY_STATUS),
+        _key("inbound", "inbound", _INBOUND),
         _key("dbConnection", "database", _DATABASE),
     ],
 )
@@ -424,6 +448,12 @@ def config_from_mapping(
         config = _CONFIG(data, "")
     finally:
         _unknown_keys.reset(token)
+    both = set(config.inbound.opt_out_keywords) & set(config.inbound.opt_in_keywords)
+    if both:
+        raise ConfigError(
+            f"inbound: {', '.join(sorted(both))} is both in optOutKeywords and in optInKeywords",
+            key="inbound",
+        )
     database = config.database
     if base_dir is not None:
         data_dir = os.path.join(base_dir, os.path.expanduser(database.data_dir))

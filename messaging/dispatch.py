@@ -60,6 +60,7 @@ from messaging.queries.dispatch import (
     send_progress,
     take_rate_slot,
 )
+from messaging.queries.optouts import add_optouts
 from messaging.queries.status import apply_early_receipts
 from messaging.settings import call_budget
 
@@ -327,7 +328,12 @@ class Worker:
 
     def record(self, batch: Batch, outcomes: list[tuple], retry=None) -> None:
         """Write the batch's answers and drop it; `retry` = (references, delay, error) puts
-        those recipients back as a batch of their own, due after the delay."""
+        those recipients back as a batch of their own, due after the delay. Recipients
+        refused with one of the provider's `opt_out_codes` go on the suppression list."""
+        opted_out: dict[str, list[str]] = {}  # the provider's code -> its recipients
+        for _, msisdn, provider_id, _, code, _ in outcomes:
+            if provider_id is None and code in self.provider.opt_out_codes:
+                opted_out.setdefault(code, []).append(msisdn)
 
         def store(cur):
             lock_send(cur, batch.send_id)
@@ -356,6 +362,8 @@ class Worker:
             if accepted is not None:
                 # Receipts that overtook this batch (they came before its rows existed).
                 apply_early_receipts(cur, [outcome[2] for outcome in outcomes if outcome[2]])
+                for code, msisdns in opted_out.items():
+                    add_optouts(cur, msisdns, f"{self.provider.name} error {code}")
                 finish_if_done(cur, batch.send_id)
             return accepted
 

@@ -24,7 +24,7 @@ from requests.structures import CaseInsensitiveDict
 from messaging.auth import public
 from messaging.db import Database
 from messaging.errors import NotFound
-from messaging.providers.base import DELIVERED, FAILED, Receipt, StatusUpdate
+from messaging.providers.base import DELIVERED, FAILED, Provider, Receipt, StatusUpdate
 from messaging.queries.status import (
     apply_status_updates,
     drop_early_receipts,
@@ -106,6 +106,27 @@ def drop_unmatched(database: Database) -> int:
     return len(dropped)
 
 
+def configured_provider(name: str) -> Provider:
+    """Return the configured provider if `name` (case-insensitive) is it; else NotFound."""
+    configured = services().provider
+    if name.lower() != configured.name.lower():
+        raise NotFound(f"no provider {name!r} is configured here")
+    return configured
+
+
+def pushed_request() -> Receipt:
+    """Return the request being handled, as the provider sent it."""
+    body = request.get_data(cache=True)  # before form parsing, which reads the cache
+    return Receipt(
+        method=request.method,
+        url=request.url,
+        headers=CaseInsensitiveDict(request.headers.items()),
+        form=request.values.to_dict(),
+        json=request.get_json(silent=True) if request.is_json else None,
+        body=body,
+    )
+
+
 @bp.route("/callbacks/<provider>", methods=["POST", "GET"])
 # A provider signs the URL it calls: one configured with a trailing slash is answered there.
 @bp.route("/callbacks/<provider>/", methods=["POST", "GET"])
@@ -127,21 +148,10 @@ def receive(provider):
       404: Not the configured provider, or it takes no receipts.
     errors: [413, 500, 503]
     """
-    configured = services().provider
-    if provider.lower() != configured.name.lower():
-        raise NotFound(f"no provider {provider!r} is configured here")
+    configured = configured_provider(provider)
     if not configured.takes_receipts:
         raise NotFound(f"provider {configured.name} takes no pushed receipts")
-    body = request.get_data(cache=True)  # before form parsing, which reads the cache
-    receipt = Receipt(
-        method=request.method,
-        url=request.url,
-        headers=CaseInsensitiveDict(request.headers.items()),
-        form=request.values.to_dict(),
-        json=request.get_json(silent=True) if request.is_json else None,
-        body=body,
-    )
-    updates = configured.parse_receipt(receipt)
+    updates = configured.parse_receipt(pushed_request())
     outcome = record_updates(services().db, updates)
     if outcome.unknown:
         unknown = outcome.unknown

@@ -186,6 +186,13 @@ class SendSmsResponse(Schema):
         attribute="queued_numbers",
         metadata={"description": "recipients not sent yet: they go on in the background"},
     )
+    optedOutNumbers = fields.Integer(
+        attribute="opted_out_numbers",
+        metadata={
+            "description": "valid numbers on the suppression list: not sent, each `failed` "
+            '"opted out" (counted in validNumbers)'
+        },
+    )
 
 
 class ErrorResponse(Schema):
@@ -279,6 +286,11 @@ class SendSummary(Schema):
         metadata={"description": "UTC, ISO 8601 with Z: a scheduled send"},
     )
     queued = fields.Integer(required=True, metadata={"description": "recipients not sent yet"})
+    optedOut = Total(
+        attribute="optedout",
+        required=True,
+        metadata={"description": 'recipients left out as opted out (`failed`, "opted out")'},
+    )
 
 
 class RecipientStatus(Schema):
@@ -308,3 +320,68 @@ class ReceiptResponse(Schema):
         required=True,
         metadata={"description": "ids matching no message"},
     )
+
+
+# --- replies and opt-outs (inbound.py, optouts.py) ---
+
+
+class InboundQuery(SendReportQuery):
+    since = fields.String(
+        load_default=None,
+        metadata={"description": "received at or after: ISO 8601 (UTC without an offset)"},
+    )
+
+
+class InboundMessageSchema(Schema):
+    id = fields.String(required=True, metadata={"description": "ours, in order of arrival"})
+    provider = fields.String(required=True)
+    providerId = fields.String(attribute="provider_id", required=True)
+    sender = fields.String(
+        data_key="from",
+        attribute="msisdn",
+        required=True,
+        metadata={"description": "normalised like /normalize where it is valid"},
+    )
+    to = fields.String(attribute="recipient", required=True)
+    text = fields.String(required=True)
+    receivedAt = UtcTime(attribute="received_at", required=True)
+    action = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"enum": ["opt-out", "opt-in", None], "description": "its first word's keyword"},
+    )
+
+
+class InboundPage(Schema):
+    messages = fields.List(fields.Nested(InboundMessageSchema), required=True)
+    page = fields.Integer(required=True)
+    pageSize = fields.Integer(attribute="page_size", required=True)
+    total = fields.Integer(required=True, metadata={"description": "replies since `since`"})
+
+
+class InboundResponse(Schema):
+    received = fields.Integer(required=True, metadata={"description": "replies in the push"})
+    stored = fields.Integer(
+        attribute="stored_count",
+        required=True,
+        metadata={"description": "new ones (a reply pushed again is kept once)"},
+    )
+    optedOut = fields.Integer(
+        attribute="opted_out_count",
+        required=True,
+        metadata={"description": "senders put on the suppression list"},
+    )
+    optedIn = fields.Integer(
+        attribute="opted_in_count",
+        required=True,
+        metadata={"description": "senders taken off it"},
+    )
+
+
+class OptOutEntry(Schema):
+    msisdn = fields.String(required=True)
+    source = fields.String(
+        required=True,
+        metadata={"description": 'what put it there: "reply via Twilio", "api:<caller>", ...'},
+    )
+    time = UtcTime(required=True)

@@ -25,6 +25,7 @@ from messaging.queries.dispatch import (
     record_send,
     send_progress,
 )
+from messaging.queries.optouts import record_opted_out, suppressed
 from messaging.queries.sends import find_send
 from messaging.queries.status import apply_status_updates, latest_message
 from messaging.segments import count_segments, encoding, is_text, smart_encode
@@ -52,6 +53,8 @@ class SendOutcome:
     queued_numbers: int = 0
     # scheduled, sending (goes on in the background), done or cancelled
     state: str = "done"
+    # Valid numbers on the suppression list: not sent, each `failed` "opted out".
+    opted_out_numbers: int = 0
 
 
 def validate_message(message: str, max_segments: int) -> int:
@@ -140,24 +143,29 @@ def send_sms(
 
     with services.db.transaction() as cur:
         ids = allocate_ids(cur, len(cleaned.valid))
-        sendlog_id, _ = record_send(
+        msisdns, send_ids, opted_out, opted_out_ids = _without_opted_out(
+            cleaned.valid, ids, suppressed(cur, cleaned.valid) if cleaned.valid else set()
+        )
+        sendlog_id, senttime = record_send(
             cur,
             originator=originator,
             message=message,
             sender=sender,
-            msisdns=cleaned.valid,
-            ids=ids,
+            msisdns=msisdns,
+            ids=send_ids,
             segments=segments,
             batch_size=batch_size(services),
             bulk=len(cleaned.valid) >= settings.bulk_threshold,
             send_at=stored_send_at,
         )
+        if opted_out:
+            record_opted_out(cur, sendlog_id, senttime, message, segments, opted_out, opted_out_ids)
         if on_record is not None:
             on_record(cur, sendlog_id)
         if not settings.enabled:
             note_failure(cur, sendlog_id, DISABLED[1])
             fail_ready_batches(cur, sendlog_id, *DISABLED)
-        if not settings.enabled or not cleaned.valid:
+        if not settings.enabled or not msisdns:
             finish_if_done(cur, sendlog_id)  # nothing to send
         # An answer at once is what this transaction recorded: read here, it spares the
         # server a transaction of its own (K1 in `make bench-peer`).
@@ -174,6 +182,16 @@ def send_sms(
             refNumber=str(sendlog_id),
         ) from None
     return _outcome(sendlog_id, progress, cleaned, message, scheduled)
+
+
+def _without_opted_out(msisdns: list[str], ids: list[int], opted_out: set[str]):
+    """Split recipients and their sms ids into (to send, ids, opted out, their ids)."""
+    if not opted_out:
+        return msisdns, ids, [], []
+    pairs = list(zip(msisdns, ids, strict=True))
+    sent = [(m, i) for m, i in pairs if m not in opted_out]
+    left = [(m, i) for m, i in pairs if m in opted_out]
+    return [m for m, _ in sent], [i for _, i in sent], [m for m, _ in left], [i for _, i in left]
 
 
 def batch_size(services: Services) -> int:
@@ -211,6 +229,7 @@ def _outcome(sendlog_id, progress, cleaned, message, scheduled=False) -> SendOut
         encoding=encoding(message),
         queued_numbers=progress["queued"] if status == "sending" else 0,
         state=state,
+        opted_out_numbers=progress["opted_out"],
     )
 
 

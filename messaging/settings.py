@@ -85,6 +85,19 @@ class DeliveryStatusSettings:
     window: float = 1800.0
 
 
+# First words of a reply that put its sender on the suppression list, and take it off.
+OPT_OUT_KEYWORDS = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT")
+OPT_IN_KEYWORDS = ("START", "UNSTOP")
+
+
+@dataclass(frozen=True)
+class InboundSettings:
+    # Where each stored reply is forwarded (a signed webhook); None: kept only.
+    callback_url: str | None = None
+    opt_out_keywords: tuple[str, ...] = OPT_OUT_KEYWORDS
+    opt_in_keywords: tuple[str, ...] = OPT_IN_KEYWORDS
+
+
 @dataclass(frozen=True)
 class DatabaseSettings:
     driver: str = "embedded"
@@ -106,6 +119,7 @@ class Config:
     provider: ProviderSettings = field(default_factory=ProviderSettings)
     authentication: AuthSettings = field(default_factory=AuthSettings)
     delivery_status: DeliveryStatusSettings = field(default_factory=DeliveryStatusSettings)
+    inbound: InboundSettings = field(default_factory=InboundSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     database_url: str | None = field(default=None, repr=False)
     # One line per unknown key the file gave (loaded and ignored); logged at start-up.

@@ -37,6 +37,7 @@ def test_json_send_records_every_recipient_and_answers_like_the_original(client,
         "segments": 1,
         "encoding": "GSM-7",
         "queuedNumbers": 0,
+        "optedOutNumbers": 0,
     }
     recorded = rows(
         db,

@@ -115,6 +115,7 @@ def test_the_answer_has_the_originals_fields_in_its_order_then_ours(base, db):
         "segments",
         "encoding",
         "queuedNumbers",
+        "optedOutNumbers",
     ]
 
 

@@ -44,7 +44,7 @@ def test_every_registered_route_is_documented(app, client):
 
     for rule, method in routes(app):
         assert (openapi.openapi_path(rule), method) in documented, (rule.rule, method)
-    assert len(documented) == len(routes(app)) == 15
+    assert len(documented) == len(routes(app)) == 21
 
 
 def test_every_documented_operation_exists(app, client):
@@ -74,6 +74,7 @@ def test_only_the_public_views_are_documented_without_credentials(client):
         "/docs",
         "/callbacks/{provider}",
         "/callbacks/{provider}/",  # where a provider configured with the slash signs
+        "/callbacks/{provider}/inbound",
     }
     for path, method in operations(spec) - open_operations:
         assert {"401", "431", "503"} <= set(spec["paths"][path][method]["responses"]), path
@@ -82,13 +83,16 @@ def test_only_the_public_views_are_documented_without_credentials(client):
     cross_site = {
         (path, method)
         for path, method in operations(spec) - open_operations
-        if "403" in spec["paths"][path][method]["responses"]
+        if "allowedOrigins"
+        in spec["paths"][path][method]["responses"].get("403", {}).get("description", "")
     }
     assert cross_site == {
         ("/sendsms", "get"),
         ("/sendsms", "post"),
         ("/normalize", "post"),
         ("/sends/{refNumber}/cancel", "post"),
+        ("/optouts/{msisdn}", "put"),
+        ("/optouts/{msisdn}", "delete"),
     }
     assert "allowedOrigins" in spec["paths"]["/sendsms"]["get"]["responses"]["403"]["description"]
     for path in ("/ping", "/healthz", "/metrics", "/openapi.json", "/docs"):
@@ -132,6 +136,7 @@ def test_the_document_takes_parameters_and_bodies_from_the_schemas(client):
         "segments",
         "encoding",
         "queuedNumbers",
+        "optedOutNumbers",
     }
 
 
@@ -182,6 +187,8 @@ def test_real_responses_match_the_document(checked):
     ref = call("POST", "/sendsms", json=hi).json["refNumber"]
     receipt = json.dumps({"id": "unknown-id", "status": "delivered"}).encode()
     signed = {"X-Mock-Signature": receipt_signature("receipt-secret", receipt)}
+    stop = json.dumps({"id": "mo-1", "from": "0830000000", "to": "32020", "text": "STOP"}).encode()
+    stop_signed = {"X-Mock-Signature": receipt_signature("receipt-secret", stop)}
     exchanges = [
         ("POST", "/sendsms", {"data": {"message": "Hi", "msisdns": "0840000001,junk"}}, 200),
         ("GET", "/sendsms", {"query_string": {"message": "Hi", "msisdns": "0840000002"}}, 200),
@@ -195,6 +202,16 @@ def test_real_responses_match_the_document(checked):
         ("POST", "/callbacks/MockProvider", {"data": receipt, "headers": signed}, 200),
         ("POST", "/callbacks/MockProvider", {"data": receipt}, 403),
         ("POST", "/callbacks/OtherProvider", {"data": receipt}, 404),
+        ("POST", "/callbacks/MockProvider/inbound", {"data": stop, "headers": stop_signed}, 200),
+        ("POST", "/callbacks/MockProvider/inbound", {"data": stop}, 403),
+        ("GET", "/inbound", {"query_string": {"since": "2026-01-01", "pageSize": "5"}}, 200),
+        ("GET", "/inbound", {"query_string": {"since": "soon"}}, 406),
+        ("GET", "/optouts/0830000000", {}, 200),
+        ("DELETE", "/optouts/0830000000", {}, 204),
+        ("GET", "/optouts/0830000000", {}, 404),
+        ("PUT", "/optouts/0830000000", {}, 201),
+        ("PUT", "/optouts/0830000000", {}, 200),
+        ("PUT", "/optouts/123", {}, 406),
         ("POST", "/normalize", {"json": {"msisdns": ["0830000000", "x"]}}, 200),
         ("POST", "/normalize", {"data": {"msisdns": "0830000000"}}, 200),
         ("GET", "/ping", {}, 200),

@@ -44,6 +44,7 @@ def test_a_send_report_shows_the_send_and_each_recipient(client, runner, db):
         "state": "done",
         "sendAt": None,
         "queued": 0,
+        "optedOut": 0,
     }
     recipients = body["recipients"]
     for recipient in recipients:

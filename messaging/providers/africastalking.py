@@ -28,6 +28,12 @@ africastalking-node.js lib/sms.js agree):
   `networkCode`, `failureReason` (with Rejected or Failed), `retryCount` (premium only);
   statuses in REPORT_STATUSES. They carry no signature: the `secret` query parameter
   we give Africa's Talking in the report URL authenticates them.
+- Replies (the "Incoming messages" notification of Africa's Talking's SMS notifications
+  docs; the fields as their own two-way SMS examples read them): form POSTs of `date`,
+  `from`, `id`, `linkId`, `text`, `to` (our short code), `networkCode`, authenticated by
+  the same `secret` query parameter.
+- A recipient on the account's blacklist (it opted out) is refused at sending with
+  statusCode 406, "UserInBlacklist": OPT_OUT_CODES.
 - Sending is not de-duplicated, so a send that may have reached Africa's Talking is not
   resent.
 """
@@ -37,12 +43,13 @@ from messaging.providers.base import (
     DELIVERED,
     FAILED,
     SENT,
+    InboundMessage,
     Receipt,
     Recipient,
     SendResult,
     StatusUpdate,
 )
-from messaging.providers.http import HttpProvider, json_or_none
+from messaging.providers.http import HttpProvider, json_or_none, reply_from_fields
 from messaging.segments import count_segments
 
 SANDBOX_URL = "https://api.sandbox.africastalking.com/version1/messaging"
@@ -65,6 +72,8 @@ RECIPIENT_CODES = {
     502: (False, "Rejected by gateway"),
 }
 OUT_OF_CREDIT = 405
+# Recipient statusCodes that mean it opted out.
+OPT_OUT_CODES = frozenset({"406"})  # "UserInBlacklist"
 
 # Delivery report status -> our status.
 REPORT_STATUSES = {
@@ -84,6 +93,8 @@ class AfricasTalking(HttpProvider):
     default_url = "https://api.africastalking.com/version1/messaging"
     max_batch_size = 100  # no documented limit; see the module docstring
     takes_receipts = True
+    takes_inbound = True
+    opt_out_codes = OPT_OUT_CODES
 
     def __init__(self, settings, **kwargs):
         super().__init__(settings, **kwargs)
@@ -152,9 +163,7 @@ class AfricasTalking(HttpProvider):
 
     def parse_receipt(self, receipt: Receipt) -> list[StatusUpdate]:
         self.check_receipt_secret(receipt)
-        fields = dict(receipt.form)
-        if isinstance(receipt.json, dict):
-            fields.update(receipt.json)
+        fields = receipt.fields()
         provider_id = fields.get("id")
         name = fields.get("status") or ""
         if not provider_id:
@@ -162,3 +171,7 @@ class AfricasTalking(HttpProvider):
         status = REPORT_STATUSES.get(name, SENT)
         reason = fields.get("failureReason") or name
         return [StatusUpdate(str(provider_id), status, name, reason)]
+
+    def parse_inbound(self, receipt: Receipt) -> list[InboundMessage]:
+        self.check_receipt_secret(receipt)
+        return reply_from_fields(receipt, "id", "from", "to", "text")

@@ -1,10 +1,11 @@
 """The provider contract: what the service asks of every SMS provider plugin.
 
-Callers call `send_batch`, `query_status`, `find_sends` and `parse_receipt`. The first
-three are the base's: each times the call, logs it and counts its failures (the
-`messaging_provider_*` metrics), then hands over to the plugin's `try_*` method. A plugin
-implements `try_send_batch` and what it declares: every optional capability is a flag
-on this class, next to the method it promises; callers test the flag, never probe.
+Callers call `send_batch`, `query_status`, `find_sends`, `parse_receipt` and
+`parse_inbound`. The first three are the base's: each times the call, logs it and counts
+its failures (the `messaging_provider_*` metrics), then hands over to the plugin's `try_*`
+method. A plugin implements `try_send_batch` and what it declares: every optional
+capability is a flag on this class, next to the method it promises; callers test the
+flag, never probe.
 """
 
 import contextlib
@@ -81,6 +82,23 @@ class Receipt:
     json: Any = None  # the parsed body when it was JSON
     body: bytes = field(default=b"", repr=False)
 
+    def fields(self) -> dict:
+        """Return the query and form fields, with a JSON object body's fields over them."""
+        fields = dict(self.form)
+        if isinstance(self.json, dict):
+            fields.update(self.json)
+        return fields
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A reply (MO message) the provider pushed, as its wire format gave it."""
+
+    provider_id: str  # the provider's id of this message: it is stored once
+    sender: str  # the number that sent it
+    recipient: str  # our number or short code it was sent to
+    text: str
+
 
 class OutcomeUnknown(Exception):
     """The request may have reached the provider and sending it again is not safe."""
@@ -101,6 +119,10 @@ class Provider:
     status_batch_size = 1  # ids one status query may carry; 1 = one id a call
     can_find_sends = False  # try_find_sends looks sends up by our client reference
     takes_receipts = False  # parse_receipt reads pushed delivery receipts
+    takes_inbound = False  # parse_inbound reads pushed replies (MO messages)
+    # Error codes of a recipient refused at sending that mean it opted out (e.g. Twilio's
+    # 21610): it goes on the suppression list.
+    opt_out_codes: frozenset[str] = frozenset()
     resend_is_safe = False  # the provider de-duplicates a send made again (our key)
     # Requests a second the provider allows (None: no limit); a provider that has one
     # waits on `throttle.acquire()` before each request, and a caller may swap `throttle`
@@ -160,6 +182,13 @@ class Provider:
         Raise `messaging.errors.ReceiptRejected` when it fails the provider's check.
         """
         raise NotImplementedError(f"{self.name} declares no pushed receipts")
+
+    def parse_inbound(self, receipt: Receipt) -> list[InboundMessage]:
+        """Check pushed replies the way receipts are checked and read them (`takes_inbound`).
+
+        Raise `messaging.errors.ReceiptRejected` when they fail the provider's check.
+        """
+        raise NotImplementedError(f"{self.name} declares no pushed replies")
 
     def refused_for_now(self, answer) -> bool:
         """Does this answer refuse the request unprocessed, to be tried again later, though

@@ -20,6 +20,11 @@ Wire format (BulkSMS's OpenAPI 1.0.0, provider-specs/bulksms_openapi.yaml):
   the FAILED subtypes in FAILED_SUBTYPES.
 - Webhooks: a POSTed JSON list of the same message objects. They carry no signature:
   the `secret` query parameter we give BulkSMS in the webhook URL authenticates them.
+  Replies come to a webhook of their own (the spec's Webhooks section: one for SENT, one
+  for RECEIVED messages) as messages of `type` RECEIVED: `id`, `from` (the sender), `to`,
+  `body`, `submission.date` (when BulkSMS processed it).
+- A recipient who replied STOP is refused with status FAILED, subtype BLOCKED ("e.g.
+  recipient replied STOP to block communication"), id "FAILED.BLOCKED": OPT_OUT_CODES.
 """
 
 import random
@@ -29,6 +34,7 @@ from messaging.providers.base import (
     DELIVERED,
     FAILED,
     SENT,
+    InboundMessage,
     Receipt,
     Recipient,
     SendResult,
@@ -55,6 +61,9 @@ FAILED_SUBTYPES = {
     "NOT_SENT": "Not sent",  # never reached the network
 }
 
+# status.id of a refused recipient that means it opted out.
+OPT_OUT_CODES = frozenset({"FAILED.BLOCKED"})
+
 # HTTP status of a refused submission -> (our code, description).
 REQUEST_ERRORS = {
     401: ("401", "Authentication failed"),  # wrong username or password
@@ -68,7 +77,9 @@ class BulkSMS(HttpProvider):
     max_batch_size = 4000
     can_query_status = True
     takes_receipts = True
+    takes_inbound = True
     resend_is_safe = True  # by the deduplication-id of each batch
+    opt_out_codes = OPT_OUT_CODES
 
     def __init__(self, settings, **kwargs):
         super().__init__(settings, **kwargs)
@@ -161,3 +172,17 @@ class BulkSMS(HttpProvider):
             if isinstance(message, dict) and message.get("id"):
                 updates.append(self.update(str(message["id"]), message.get("status") or {}))
         return updates
+
+    def parse_inbound(self, receipt: Receipt) -> list[InboundMessage]:
+        self.check_receipt_secret(receipt)
+        messages = receipt.json if isinstance(receipt.json, list) else [receipt.json]
+        return [
+            InboundMessage(
+                str(message["id"]),
+                str(message.get("from") or ""),
+                str(message.get("to") or ""),
+                str(message.get("body") or ""),
+            )
+            for message in messages
+            if isinstance(message, dict) and message.get("id") and message.get("type") == "RECEIVED"
+        ]

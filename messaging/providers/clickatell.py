@@ -18,6 +18,12 @@ Wire format (Clickatell's legacy REST API reference, as the original service spo
 - Callbacks: `apiMsgId`, `from`, `to`, `timestamp`, `status`, `charge` (form, query or
   JSON). They carry no signature: the `secret` query parameter we give Clickatell in
   the callback URL (`.../callbacks/clickatell?secret=...`) authenticates them.
+- Replies (two-way messaging, the "reply path" of a long number or short code): `api_id`,
+  `moMsgId`, `from`, `to`, `timestamp`, `text`, `charset`, `udh` (form, query or JSON;
+  the Clickatell inbound format as HCL Volt MX's engagement API guide quotes it, and
+  py-smsframework-clickatell's receiver), with the same `secret` query parameter.
+- A number on Clickatell's block list (it replied STOP) is refused at sending with error
+  121, "Destination mobile number blocked": OPT_OUT_CODES.
 - `clientMessageId` tags a whole request and de-duplicates nothing, so a send that may
   have reached Clickatell is not resent.
 """
@@ -27,12 +33,13 @@ from messaging.providers.base import (
     DELIVERED,
     FAILED,
     SENT,
+    InboundMessage,
     Receipt,
     Recipient,
     SendResult,
     StatusUpdate,
 )
-from messaging.providers.http import HttpProvider, json_or_none
+from messaging.providers.http import HttpProvider, json_or_none, reply_from_fields
 from messaging.segments import count_segments
 
 # Message status codes (messageStatus / callback `status`): code -> (our status, meaning).
@@ -61,6 +68,10 @@ ACCOUNT_ERRORS = {
     "301": "Out of credit",  # no credit left on the account
     "302": "Maximum allowed credit",
 }
+
+
+# Error codes of a refused number that mean it opted out.
+OPT_OUT_CODES = frozenset({"121"})  # "Destination mobile number blocked"
 
 
 def answer_error(answer, known: dict[str, str]) -> tuple[str, str] | None:
@@ -111,6 +122,8 @@ class Clickatell(HttpProvider):
     max_batch_size = 600
     can_query_status = True
     takes_receipts = True
+    takes_inbound = True
+    opt_out_codes = OPT_OUT_CODES
 
     def headers(self) -> dict:
         return {
@@ -162,3 +175,7 @@ class Clickatell(HttpProvider):
         if not provider_id or not code:
             return []
         return [self.update(str(provider_id), code)]
+
+    def parse_inbound(self, receipt: Receipt) -> list[InboundMessage]:
+        self.check_receipt_secret(receipt)
+        return reply_from_fields(receipt, "moMsgId", "from", "to", "text")

@@ -26,6 +26,13 @@ crate, docs.rs 0.3.0, for the types):
   page) or wrapped as `{"event": {"messageStatusUpdate": [...]}}` (as scadsoftware's
   ClickatellWebhook receives them). They may repeat and arrive out of order, and carry
   no signature: the `secret` query parameter authenticates them.
+- Replies: JSON, the Platform's reply callback `{"integrationId", "messageId",
+  "replyMessageId", "apiKey", "fromNumber", "toNumber", "timestamp", "text", "charset",
+  "udh", "network", "keyword"}` (the fields clickatell/clickatell-php's
+  Rest::parseReplyCallback requires), or One API's `{"event": {"moText": [{"channel",
+  "messageId", "from", "to", "content", "timestamp", ...}]}}` (as applications receiving
+  them read it); the same `secret` query parameter authenticates them. An opt-out is
+  reported as a status (STOPPED_BY_USER), not at sending, so no send error here means one.
 - `clientMessageId` (our sms id) is echoed in callbacks but de-duplicates nothing, so a
   send that may have reached Clickatell is not resent.
 """
@@ -34,6 +41,7 @@ from messaging.providers.base import (
     DELIVERED,
     FAILED,
     SENT,
+    InboundMessage,
     Receipt,
     Recipient,
     StatusUpdate,
@@ -107,6 +115,32 @@ def status_entry(answer: dict) -> dict:
     return answer
 
 
+def reply_events(body) -> list[dict]:
+    """Return the replies of a reply callback: One API's `event.moText`, else the flat one."""
+    event = body.get("event") if isinstance(body, dict) else None
+    if isinstance(event, dict) and isinstance(event.get("moText"), list):
+        return [
+            {
+                "id": item.get("messageId"),
+                "from": item.get("from"),
+                "to": item.get("to"),
+                "text": item.get("content"),
+            }
+            for item in event["moText"]
+            if isinstance(item, dict)
+        ]
+    if not isinstance(body, dict):
+        return []
+    return [
+        {
+            "id": body.get("messageId"),
+            "from": body.get("fromNumber"),
+            "to": body.get("toNumber"),
+            "text": body.get("text"),
+        }
+    ]
+
+
 def callback_events(body) -> list:
     """Return the status events of a callback body, flat or wrapped in `event`."""
     if isinstance(body, dict):
@@ -123,6 +157,7 @@ class ClickatellOne(HttpProvider):
     max_batch_size = 100
     can_query_status = True
     takes_receipts = True
+    takes_inbound = True
 
     def headers(self) -> dict:
         return {
@@ -189,3 +224,16 @@ class ClickatellOne(HttpProvider):
                 self.update(str(event["messageId"]), event.get("status"), event.get("statusCode"))
             )
         return updates
+
+    def parse_inbound(self, receipt: Receipt) -> list[InboundMessage]:
+        self.check_receipt_secret(receipt)
+        return [
+            InboundMessage(
+                str(reply["id"]),
+                str(reply["from"] or ""),
+                str(reply["to"] or ""),
+                str(reply["text"] or ""),
+            )
+            for reply in reply_events(receipt.json)
+            if reply["id"]
+        ]

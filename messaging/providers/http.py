@@ -34,6 +34,7 @@ from urllib3.util import Retry
 
 from messaging.errors import ProviderError, ProviderUnavailable, ReceiptRejected
 from messaging.providers.base import (
+    InboundMessage,
     OutcomeUnknown,
     Provider,
     Receipt,
@@ -300,6 +301,24 @@ class HttpProvider(Provider):
             )
         if not hmac.compare_digest(given.encode(), expected.encode()):
             raise ReceiptRejected(f"{self.name}: receipt secret does not match")
+
+
+def reply_from_fields(
+    receipt: Receipt, message_id: str, sender: str, recipient: str, text: str
+) -> list[InboundMessage]:
+    """Read one reply from a push's fields (form, query or JSON object), given their names
+    in the provider's wire format; none when it carries no id."""
+    fields = receipt.fields()
+    if not fields.get(message_id):
+        return []
+    return [
+        InboundMessage(
+            str(fields[message_id]),
+            str(fields.get(sender, "")),
+            str(fields.get(recipient, "")),
+            str(fields.get(text, "")),
+        )
+    ]
 
 
 def json_or_none(response) -> Any:

@@ -3,6 +3,8 @@
 Every path of the service can be reached with it, by rule:
 
 Sending (per recipient, by the last digit of the number):
+  - listed in `smsProvider.options.optedOut` (comma-separated, international digits):
+    rejected, error 114 "Recipient opted out" (OPT_OUT_CODES);
   - ends in 9: rejected, error 105 "Invalid destination address";
   - any other digit: accepted, provider id "mock-<number>-<our reference>".
 Sending (whole request, by `smsProvider.token`):
@@ -19,6 +21,9 @@ Push receipts (`POST /callbacks/MockProvider`):
     "code": "...", "reason": "..."}` (code and reason optional), or a list of them;
   - header `X-Mock-Signature`: the hex HMAC-SHA256 of the raw body keyed by
     `smsProvider.token`. Missing or wrong, or no token configured: refused (403).
+Push replies (`POST /callbacks/MockProvider/inbound`):
+  - body: JSON `{"id": "<its id>", "from": "<number>", "to": "<ours>", "text": "..."}`,
+    or a list of them; signed like the receipts.
 Segments: counted by GSM 03.38 rules for the text.
 """
 
@@ -33,6 +38,7 @@ from messaging.providers.base import (
     DELIVERED,
     FAILED,
     SENT,
+    InboundMessage,
     Provider,
     Receipt,
     Recipient,
@@ -55,6 +61,8 @@ STATUS_BY_LAST_DIGIT = {
     "8": (SENT, "002", "Queued at gateway"),
 }
 REJECTED_LAST_DIGIT = "9"
+OPTED_OUT = ("114", "Recipient opted out")
+OPT_OUT_CODES = frozenset({OPTED_OUT[0]})
 SIGNATURE_HEADER = "X-Mock-Signature"
 RECEIPT_STATUSES = (DELIVERED, FAILED, SENT)
 
@@ -70,6 +78,8 @@ class MockProvider(Provider):
     can_query_status = True
     status_batch_size = 10_000
     takes_receipts = True
+    takes_inbound = True
+    opt_out_codes = OPT_OUT_CODES
 
     def __init__(self, settings):
         super().__init__(settings)
@@ -77,6 +87,8 @@ class MockProvider(Provider):
         # Sizes of the most recent batches, for tests and `flask shell` curiosity.
         self.batches: deque[int] = deque(maxlen=1000)
         self.status_queries = 0
+        listed = settings.options.get("optedOut", "")
+        self.opted_out = frozenset(number.strip() for number in listed.split(",") if number.strip())
 
     def try_send_batch(self, recipients: list[Recipient], text: str, sender: str | None):
         with self._lock:
@@ -88,7 +100,12 @@ class MockProvider(Provider):
         segments = count_segments(text)
         results = []
         for recipient in recipients:
-            if recipient.msisdn.endswith(REJECTED_LAST_DIGIT):
+            if recipient.msisdn in self.opted_out:
+                code, reason = OPTED_OUT
+                results.append(
+                    SendResult(recipient.reference, accepted=False, error_code=code, reason=reason)
+                )
+            elif recipient.msisdn.endswith(REJECTED_LAST_DIGIT):
                 results.append(
                     SendResult(
                         recipient.reference,
@@ -123,19 +140,38 @@ class MockProvider(Provider):
             updates.append(StatusUpdate(provider_id, status, code, reason))
         return updates
 
-    def parse_receipt(self, receipt: Receipt) -> list[StatusUpdate]:
+    def signed_items(self, receipt: Receipt, what: str) -> list:
+        """Check the X-Mock-Signature of a pushed body; return its JSON object(s) as a list."""
         token = self.settings.token
         if not token:
-            raise ReceiptRejected("MockProvider: no smsProvider.token to check receipts with")
+            raise ReceiptRejected(f"MockProvider: no smsProvider.token to check {what}s with")
         given = receipt.headers.get(SIGNATURE_HEADER, "")
         expected = receipt_signature(token, receipt.body)
         if not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode()):
-            raise ReceiptRejected("MockProvider: receipt signature does not match")
+            raise ReceiptRejected(f"MockProvider: {what} signature does not match")
         try:
             answer = json.loads(receipt.body)
         except ValueError:
-            raise InvalidInput("MockProvider receipt: body is not JSON") from None
-        items = answer if isinstance(answer, list) else [answer]
+            raise InvalidInput(f"MockProvider {what}: body is not JSON") from None
+        return answer if isinstance(answer, list) else [answer]
+
+    def parse_inbound(self, receipt: Receipt) -> list[InboundMessage]:
+        messages = []
+        for item in self.signed_items(receipt, "reply"):
+            if not (
+                isinstance(item, dict)
+                and all(isinstance(item.get(key), str) for key in ("id", "from", "to", "text"))
+                and item["id"]
+            ):
+                raise InvalidInput(
+                    'MockProvider reply: expected {"id": "...", "from": "...", "to": "...", '
+                    '"text": "..."} or a list'
+                )
+            messages.append(InboundMessage(item["id"], item["from"], item["to"], item["text"]))
+        return messages
+
+    def parse_receipt(self, receipt: Receipt) -> list[StatusUpdate]:
+        items = self.signed_items(receipt, "receipt")
         updates = []
         for item in items:
             if not (

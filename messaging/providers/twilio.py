@@ -2,8 +2,9 @@
 
 Config: `token` = the Auth Token; `options.accountSid` (or `custom1`) = the Account SID;
 optional `options.messagingServiceSid` (used when no sender is given),
-`options.statusCallback` (sent as `StatusCallback`), and `options.callbackUrl` (the
-public URL Twilio calls, when it differs from what the service sees behind a proxy).
+`options.statusCallback` (sent as `StatusCallback`), and `options.callbackUrl` and
+`options.inboundUrl` (the public URLs Twilio calls for receipts and for replies, when they
+differ from what the service sees behind a proxy).
 `url` defaults to https://api.twilio.com/2010-04-01.
 
 Wire format (Twilio's OpenAPI for 2010-04-01, provider-specs/twilio_api_v2010.json, and
@@ -20,6 +21,13 @@ its Messages resource docs):
 - Status callbacks: form POSTs of `MessageSid`, `MessageStatus`, `ErrorCode`, `To`,
   `From`, `AccountSid`, signed with `X-Twilio-Signature` = base64(HMAC-SHA1(auth
   token, the full URL + each POSTed key and value, keys sorted)).
+- Replies: the incoming message webhook (Twilio's "Twilio's request to your incoming
+  message Webhook URL", twilio.com/docs/messaging/guides/webhook-request) is a form POST
+  of `MessageSid`, `SmsSid`, `AccountSid`, `MessagingServiceSid`, `From`, `To`, `Body`,
+  `NumMedia`, `NumSegments` (and `OptOutType` with Advanced Opt-Out), signed like the
+  status callbacks.
+- A recipient who replied STOP is refused at sending with error 21610, "Attempt to send
+  to unsubscribed recipient" (twilio.com/docs/api/errors/21610): OPT_OUT_CODES.
 - Twilio does not de-duplicate message creation, so a send that may have reached it
   (read timeout, 500/502/504) is not resent.
 """
@@ -33,6 +41,7 @@ from messaging.providers.base import (
     DELIVERED,
     FAILED,
     SENT,
+    InboundMessage,
     Receipt,
     Recipient,
     SendResult,
@@ -64,6 +73,12 @@ ACCOUNT_ERRORS = {
 }
 # Error code of a 429: retried, and reported unavailable if it lasts.
 TOO_MANY_REQUESTS = "20429"
+# Error codes of a refused recipient that mean it opted out.
+OPT_OUT_CODES = frozenset(
+    {
+        "21610",  # "Attempt to send to unsubscribed recipient": it replied STOP
+    }
+)
 
 
 class Twilio(HttpProvider):
@@ -72,6 +87,8 @@ class Twilio(HttpProvider):
     max_batch_size = 100  # recipients per call of send_batch; each is its own request
     can_query_status = True
     takes_receipts = True
+    takes_inbound = True
+    opt_out_codes = OPT_OUT_CODES
 
     @property
     def account_sid(self) -> str:
@@ -149,15 +166,27 @@ class Twilio(HttpProvider):
         digest = hmac.new(self.settings.token.encode(), payload.encode(), hashlib.sha1).digest()
         return base64.b64encode(digest).decode()
 
-    def parse_receipt(self, receipt: Receipt) -> list[StatusUpdate]:
+    def check_signature(self, receipt: Receipt, public_url: str) -> None:
+        """Refuse a pushed request whose X-Twilio-Signature does not match."""
         given = receipt.headers.get("X-Twilio-Signature", "")
-        url = self.option("callbackUrl") or receipt.url
+        url = public_url or receipt.url
         # The signature covers the URL (query string included) and the POSTed fields only.
         query = url.partition("?")[2]
         query_keys = {pair.partition("=")[0] for pair in query.split("&") if pair}
         posted = {key: value for key, value in receipt.form.items() if key not in query_keys}
         if not given or not hmac.compare_digest(given, self.signature(url, posted)):
             raise ReceiptRejected("Twilio: X-Twilio-Signature does not match")
+
+    def parse_inbound(self, receipt: Receipt) -> list[InboundMessage]:
+        self.check_signature(receipt, self.option("inboundUrl"))
+        form = receipt.form
+        sid = form.get("MessageSid") or form.get("SmsSid")
+        if not sid:
+            return []
+        return [InboundMessage(sid, form.get("From", ""), form.get("To", ""), form.get("Body", ""))]
+
+    def parse_receipt(self, receipt: Receipt) -> list[StatusUpdate]:
+        self.check_signature(receipt, self.option("callbackUrl"))
         sid = receipt.form.get("MessageSid") or receipt.form.get("SmsSid")
         if not sid:
             return []

@@ -20,6 +20,15 @@ Wire format (Vonage's OpenAPI for the SMS API, provider-specs/vonage_sms.yml):
   `client-ref`; statuses in RECEIPT_STATUSES, error codes in RECEIPT_ERRORS. Signed
   receipts need Vonage support to switch them on, so the `secret` query parameter we
   give Vonage in the receipt URL authenticates them instead.
+- Replies (Vonage's "Inbound SMS" guide, developer.vonage.com/messaging/sms/guides/
+  inbound-sms): GET or POST, JSON, form or query, of `msisdn` (the sender), `to` (our
+  virtual number), `messageId`, `text`, `type` (text, unicode or binary), `keyword`,
+  `message-timestamp`, and `concat-ref`, `concat-total`, `concat-part` for each part of
+  a long one (stored part by part, each with its own `messageId`). The same `secret`
+  query parameter authenticates them.
+- A recipient who opted out is not refused at sending: its delivery receipt fails with
+  err-code 9 (Vonage's "Messaging Opted-out Numbers" guide), so no send status here means
+  an opt-out.
 - `client-ref` is echoed in receipts but de-duplicates nothing, so a send that may have
   reached Vonage is not resent.
 """
@@ -29,12 +38,13 @@ from messaging.providers.base import (
     DELIVERED,
     FAILED,
     SENT,
+    InboundMessage,
     Receipt,
     Recipient,
     SendResult,
     StatusUpdate,
 )
-from messaging.providers.http import HttpProvider, json_or_none
+from messaging.providers.http import HttpProvider, json_or_none, reply_from_fields
 from messaging.segments import UCS2, encoding
 
 # Send status codes: code -> meaning. "0" is success.
@@ -110,6 +120,7 @@ class Vonage(HttpProvider):
     default_max_requests_per_second = 30.0
     max_batch_size = 100  # recipients per call of send_batch; each is its own request
     takes_receipts = True
+    takes_inbound = True
 
     @property
     def api_key(self) -> str:
@@ -157,9 +168,7 @@ class Vonage(HttpProvider):
 
     def parse_receipt(self, receipt: Receipt) -> list[StatusUpdate]:
         self.check_receipt_secret(receipt)
-        fields = dict(receipt.form)
-        if isinstance(receipt.json, dict):
-            fields.update(receipt.json)
+        fields = receipt.fields()
         provider_id = fields.get("messageId")
         if not provider_id:
             return []
@@ -168,3 +177,7 @@ class Vonage(HttpProvider):
         code = str(fields.get("err-code", ""))
         reason = RECEIPT_ERRORS.get(code, name) if status == FAILED else name
         return [StatusUpdate(str(provider_id), status, code, reason)]
+
+    def parse_inbound(self, receipt: Receipt) -> list[InboundMessage]:
+        self.check_receipt_secret(receipt)
+        return reply_from_fields(receipt, "messageId", "msisdn", "to", "text")

@@ -309,9 +309,12 @@ def finish_if_done(cur, sendlog_id):
                     || ' of ' || quantity || ' recipients not sent'
                 WHEN failure IS NOT NULL THEN failure
                 WHEN quantity = 0 THEN 'No valid numbers to send to'
-                WHEN COALESCE(accepted, 0) < quantity THEN
-                    (quantity - COALESCE(accepted, 0)) || ' of ' || quantity
-                    || ' recipients rejected by the provider'
+                WHEN COALESCE(accepted, 0) < quantity THEN concat_ws('; ',
+                    CASE WHEN quantity - COALESCE(accepted, 0) - COALESCE(optedout, 0) > 0 THEN
+                        (quantity - COALESCE(accepted, 0) - COALESCE(optedout, 0)) || ' of '
+                        || quantity || ' recipients rejected by the provider' END,
+                    CASE WHEN optedout > 0 THEN
+                        optedout || ' of ' || quantity || ' recipients opted out' END)
                 ELSE '' END
         WHERE id = %(send)s AND status = 'sending'
           AND NOT EXISTS (SELECT 1 FROM dispatch_batches WHERE sendlogid = %(send)s)
@@ -324,8 +327,8 @@ def finish_if_done(cur, sendlog_id):
 
 def send_progress(cur, sendlog_id):
     """Return a send's progress as a dict: status, description, quantity, accepted, queued
-    (recipients not yet written), due_now (ready batches due), failure, last_error (the
-    last refusal for now). None if there is no such send."""
+    (recipients not yet written), due_now (ready batches due), failure, opted_out, last_error
+    (the last refusal for now). None if there is no such send."""
     cur.execute(
         """
         SELECT sendlog.status, sendlog.description, sendlog.quantity,
@@ -333,6 +336,7 @@ def send_progress(cur, sendlog_id):
                COALESCE(sum(cardinality(b.ids)), 0) AS queued,
                count(b.id) FILTER (WHERE b.state = 'ready' AND b.due <= now()) AS due_now,
                sendlog.failure,
+               COALESCE(sendlog.optedout, 0) AS opted_out,
                (array_agg(b.lasterror ORDER BY b.id)
                     FILTER (WHERE b.lasterror IS NOT NULL))[1] AS last_error
         FROM sendlog LEFT JOIN dispatch_batches AS b ON b.sendlogid = sendlog.id

@@ -6,7 +6,7 @@ def find_send(cur, sendlog_id, originator=None):
     cur.execute(
         """
         SELECT id, originator, senttime, sender, message, quantity,
-               sent, delivered, failed, status, description, sendat,
+               sent, delivered, failed, status, description, sendat, optedout,
                CASE WHEN status = 'cancelled' OR cancelledat IS NOT NULL THEN 'cancelled'
                     WHEN status <> 'sending' THEN 'done'
                     WHEN sendat > (now() AT TIME ZONE 'utc') THEN 'scheduled'

@@ -1,6 +1,9 @@
 """A fake provider: a real HTTP server on 127.0.0.1 that records every request and answers
 from a script, so plugin tests exercise the exact wire format."""
 
+import base64
+import hashlib
+import hmac
 import json
 import threading
 from collections import deque
@@ -172,4 +175,126 @@ ACCEPTS = {
     "BulkSMS": bulksms_accepts,
     "AfricasTalking": africastalking_accepts,
     "Vonage": vonage_accepts,
+}
+
+
+# --- what each provider pushes to POST /callbacks/<name>/inbound for a reply (MO message),
+# in its documented wire format: keyword arguments for the test client's `open` ---
+
+
+def twilio_signature(url: str, form: dict, token: str) -> str:
+    """X-Twilio-Signature: base64(HMAC-SHA1(auth token, URL + each key and value, sorted))."""
+    payload = url + "".join(key + form[key] for key in sorted(form))
+    return base64.b64encode(
+        hmac.new(token.encode(), payload.encode(), hashlib.sha1).digest()
+    ).decode()
+
+
+def twilio_inbound(sid, sender, text, token, url="http://localhost/callbacks/Twilio/inbound"):
+    """The incoming message webhook: a signed form POST."""
+    form = {
+        "MessageSid": sid,
+        "SmsSid": sid,
+        "SmsMessageSid": sid,
+        "AccountSid": "AC0123456789abcdef0123456789abcdef",
+        "MessagingServiceSid": "MG790b6bd09f119b54ffb7f03b8841b1c9",
+        "From": sender,
+        "To": "+15005550006",
+        "Body": text,
+        "NumMedia": "0",
+        "NumSegments": "1",
+        "SmsStatus": "received",
+        "ApiVersion": "2010-04-01",
+    }
+    return {"data": form, "headers": {"X-Twilio-Signature": twilio_signature(url, form, token)}}
+
+
+def vonage_inbound(message_id, sender, text, secret):
+    """Inbound SMS: JSON POST (our `secret` in the query string)."""
+    body = {
+        "msisdn": sender,
+        "to": "447700900000",
+        "messageId": message_id,
+        "text": text,
+        "type": "text",
+        "keyword": text.split()[0].upper() if text.split() else "",
+        "message-timestamp": "2026-01-01 12:00:00",
+        "timestamp": "1767268800",
+    }
+    return {"json": body, "query_string": {"secret": secret}}
+
+
+def bulksms_inbound(message_id, sender, text, secret):
+    """The RECEIVED-messages webhook: a JSON list of message objects."""
+    message = {
+        "id": message_id,
+        "type": "RECEIVED",
+        "from": sender,
+        "to": "27820000000",
+        "body": text,
+        "encoding": "TEXT",
+        "protocolId": 0,
+        "messageClass": 0,
+        "numberOfParts": 1,
+        "creditCost": 0,
+        "submission": {"id": "2-00000000000000000000", "date": "2026-01-01T12:00:00Z"},
+        "status": {"id": "ACCEPTED.null", "type": "ACCEPTED"},
+    }
+    return {"json": [message], "query_string": {"secret": secret}}
+
+
+def africastalking_inbound(message_id, sender, text, secret):
+    """Incoming message notification: a form POST."""
+    form = {
+        "date": "2026-01-01T12:00:00.000Z",
+        "from": sender,
+        "id": message_id,
+        "linkId": "SampleLinkId123",
+        "text": text,
+        "to": "28901",
+        "networkCode": "63902",
+    }
+    return {"data": form, "query_string": {"secret": secret}}
+
+
+def clickatell_inbound(message_id, sender, text, secret):
+    """Two-way reply path: a form POST."""
+    form = {
+        "api_id": "3523864",
+        "moMsgId": message_id,
+        "from": sender,
+        "to": "447860024227",
+        "timestamp": "2026-01-01 12:00:00",
+        "text": text,
+        "charset": "ISO-8859-1",
+        "udh": "",
+    }
+    return {"data": form, "query_string": {"secret": secret}}
+
+
+def clickatell_one_inbound(message_id, sender, text, secret):
+    """The Platform's reply callback: JSON."""
+    body = {
+        "integrationId": "4f7d2a",
+        "messageId": message_id,
+        "replyMessageId": "77fb0c",
+        "apiKey": "key",
+        "fromNumber": sender,
+        "toNumber": "27820000000",
+        "timestamp": 1767268800000,
+        "text": text,
+        "charset": "UTF-8",
+        "udh": "",
+        "network": "MTN",
+        "keyword": text.split()[0].upper() if text.split() else "",
+    }
+    return {"json": body, "query_string": {"secret": secret}}
+
+
+INBOUND = {
+    "Vonage": vonage_inbound,
+    "BulkSMS": bulksms_inbound,
+    "AfricasTalking": africastalking_inbound,
+    "Clickatell": clickatell_inbound,
+    "ClickatellOne": clickatell_one_inbound,
 }

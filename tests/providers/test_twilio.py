@@ -1,16 +1,12 @@
 """Twilio plugin against a fake Twilio on 127.0.0.1."""
 
-import base64
-import hashlib
-import hmac
-
 import pytest
 
 from messaging.errors import ProviderError, ReceiptRejected
 from messaging.providers.base import Receipt, Recipient
 from tests.conftest import base_config, rows
 from tests.providers.conftest import TWILIO_SID, outcomes, plugin, poll, send
-from tests.providers.fakes import Reply, twilio_accepts
+from tests.providers.fakes import Reply, twilio_accepts, twilio_signature
 
 SID = TWILIO_SID
 TWO = [Recipient("27830000001", "11"), Recipient("27830000002", "12")]
@@ -122,10 +118,7 @@ def test_status_query_maps_each_status_family(fake, sleeps, name, status):
 
 
 def signed(url, form, token="secret-token"):
-    payload = url + "".join(key + form[key] for key in sorted(form))
-    return base64.b64encode(
-        hmac.new(token.encode(), payload.encode(), hashlib.sha1).digest()
-    ).decode()
+    return twilio_signature(url, form, token)
 
 
 CALLBACK = {
