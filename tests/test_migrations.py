@@ -200,33 +200,3 @@ def test_a_misnamed_migration_file_stops_the_upgrade_before_any_change(
     (folder / name).unlink()
     assert apply_migrations(database, folder)[-1] == migration_files()[-1][1]
     assert schema_version(database) == migration_files()[-1][0]
-
-
-def test_a_database_that_took_the_admin_flag_as_migration_11_upgrades_to_the_end(
-    make_database, tmp_path
-):
-    # The drop-in work shipped the admin flag as 0011_api_key_admin.sql, before 12-15
-    # existed; such a database is at version 11 with the column, and 16 must not fail.
-    folder = tmp_path / "migrations"
-    folder.mkdir()
-    for number, shipped, text in migration_files():
-        if number <= 10:
-            (folder / shipped).write_text(text)
-    (folder / "0011_api_key_admin.sql").write_text(
-        "ALTER TABLE api_keys ADD COLUMN admin BOOLEAN NOT NULL DEFAULT false;"
-    )
-    url = make_database("messaging_admin_11")
-    database = Database(url)
-    apply_migrations(database, folder)
-    assert schema_version(database) == 11
-
-    applied = apply_migrations(database)
-
-    assert applied == [name for number, name, _ in migration_files() if number > 11]
-    assert applied[-1] == "0016_api_key_admin.sql"
-    app = create_app(config_from_mapping(base_config(), url))
-    created = app.test_cli_runner().invoke(args=["api-key", "create", "ops", "--admin"])
-    assert created.exit_code == 0, created.output
-    conn = psycopg2.connect(url)
-    assert rows(conn, "SELECT name, admin FROM api_keys") == [("ops", True)]
-    conn.close()
