@@ -28,6 +28,11 @@ ENTRY_POINT_GROUP = "messaging.providers"
 SENT, DELIVERED, FAILED = "sent", "delivered", "failed"
 # The reason of a recipient whose request may or may not have reached the provider.
 OUTCOME_UNKNOWN = "provider outcome unknown"
+# What a failure says of the number (`failureKind`), from each plugin's code tables: a
+# later send may get through (handset off, network busy, the account refused for now),
+# or will not as things stand (unknown or invalid number, barred, opted out). A failure
+# no table classifies (our own reasons, a code not listed) is UNKNOWN_KIND.
+TEMPORARY, PERMANENT, UNKNOWN_KIND = "temporary", "permanent", "unknown"
 
 PROVIDER_LATENCY = Histogram(
     "messaging_provider_request_duration_seconds",
@@ -60,6 +65,8 @@ class SendResult:
     # Not processed: the provider refused it for now (unavailable, throttled), so it may
     # be sent again later. Never set on anything that may have reached the provider.
     retry_later: bool = False
+    # TEMPORARY or PERMANENT for a refusal the plugin's table classifies, else None.
+    failure_kind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,8 @@ class StatusUpdate:
     status: str  # SENT (still in flight), DELIVERED or FAILED
     code: str | None = None
     reason: str | None = None
+    # TEMPORARY or PERMANENT for a failure the plugin's table classifies, else None.
+    failure_kind: str | None = None
 
 
 @dataclass(frozen=True)

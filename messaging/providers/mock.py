@@ -3,7 +3,7 @@
 Every path of the service can be reached with it, by rule:
 
 Sending (per recipient, by the last digit of the number):
-  - ends in 9: rejected, error 105 "Invalid destination address";
+  - ends in 9: rejected, error 105 "Invalid destination address" (permanent);
   - any other digit: accepted, provider id "mock-<number>-<our reference>".
 Sending (whole request, by `smsProvider.token`):
   - "nocredit": every batch fails with error 301 "Out of credit";
@@ -11,7 +11,7 @@ Sending (whole request, by `smsProvider.token`):
   - "down": every batch fails with error 503 "Provider unavailable" (ProviderUnavailable).
 Status query (by the last digit of the number in the provider id):
   - 0 to 5: delivered (code 004);
-  - 6 or 7: failed (code 005 "Delivery failed");
+  - 6 or 7: failed (code 005 "Delivery failed"), 6 temporary and 7 permanent;
   - 8: still in flight (sent, code 002).
   Any number of ids in one call (`status_batch_size`).
 Push receipts (`POST /callbacks/MockProvider`):
@@ -19,7 +19,10 @@ Push receipts (`POST /callbacks/MockProvider`):
     "code": "...", "reason": "..."}` (code and reason optional), or a list of them;
   - header `X-Mock-Signature`: the hex HMAC-SHA256 of the raw body keyed by
     `smsProvider.token`. Missing or wrong, or no token configured: refused (403).
+Push receipts carry `"failureKind": "temporary" | "permanent"` when they like.
 Segments: counted by GSM 03.38 rules for the text.
+Failure kinds (`failureKind`): this docstring is the whole source; they are chosen so that
+every kind can be reached by number.
 """
 
 import hashlib
@@ -32,7 +35,9 @@ from messaging.errors import InvalidInput, ProviderError, ProviderUnavailable, R
 from messaging.providers.base import (
     DELIVERED,
     FAILED,
+    PERMANENT,
     SENT,
+    TEMPORARY,
     Provider,
     Receipt,
     Recipient,
@@ -54,7 +59,14 @@ STATUS_BY_LAST_DIGIT = {
     **dict.fromkeys("67", (FAILED, "005", "Delivery failed")),
     "8": (SENT, "002", "Queued at gateway"),
 }
+# Failure kinds of failed status answers, by the last digit of the number.
+FAILURE_KIND_BY_LAST_DIGIT = {
+    "6": TEMPORARY,  # as if the handset were off
+    "7": PERMANENT,  # as if the number were not in service
+}
 REJECTED_LAST_DIGIT = "9"
+REJECTED_KIND = PERMANENT  # error 105, an invalid destination
+FAILURE_KINDS = (TEMPORARY, PERMANENT)
 SIGNATURE_HEADER = "X-Mock-Signature"
 RECEIPT_STATUSES = (DELIVERED, FAILED, SENT)
 
@@ -95,6 +107,7 @@ class MockProvider(Provider):
                         accepted=False,
                         error_code="105",
                         reason="Invalid destination address",
+                        failure_kind=REJECTED_KIND,
                     )
                 )
             else:
@@ -117,10 +130,12 @@ class MockProvider(Provider):
             if len(parts) != 3 or parts[0] != "mock" or not parts[1]:
                 updates.append(StatusUpdate(provider_id, FAILED, "404", "Unknown message id"))
                 continue
+            digit = parts[1][-1]
             status, code, reason = STATUS_BY_LAST_DIGIT.get(
-                parts[1][-1], (FAILED, "005", "Delivery failed")
+                digit, (FAILED, "005", "Delivery failed")
             )
-            updates.append(StatusUpdate(provider_id, status, code, reason))
+            kind = FAILURE_KIND_BY_LAST_DIGIT.get(digit) if status == FAILED else None
+            updates.append(StatusUpdate(provider_id, status, code, reason, kind))
         return updates
 
     def parse_receipt(self, receipt: Receipt) -> list[StatusUpdate]:
@@ -145,12 +160,15 @@ class MockProvider(Provider):
                 and item.get("status") in RECEIPT_STATUSES
                 and isinstance(item.get("code", ""), str)
                 and isinstance(item.get("reason", ""), str)
+                and item.get("failureKind", TEMPORARY) in FAILURE_KINDS
             ):
                 raise InvalidInput(
                     'MockProvider receipt: expected {"id": "...", "status": '
-                    '"delivered"|"failed"|"sent", "code"?: "...", "reason"?: "..."} or a list'
+                    '"delivered"|"failed"|"sent", "code"?: "...", "reason"?: "...", '
+                    '"failureKind"?: "temporary"|"permanent"} or a list'
                 )
+            kind = item.get("failureKind") if item["status"] == FAILED else None
             updates.append(
-                StatusUpdate(item["id"], item["status"], item.get("code"), item.get("reason"))
+                StatusUpdate(item["id"], item["status"], item.get("code"), item.get("reason"), kind)
             )
         return updates
