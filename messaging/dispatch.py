@@ -40,7 +40,7 @@ import psycopg2.extensions
 from messaging import metrics
 from messaging.db import CONNECT_OPTIONS, Database
 from messaging.errors import MessagingError, ProviderError, ProviderUnavailable
-from messaging.providers.base import OUTCOME_UNKNOWN, Recipient
+from messaging.providers.base import OUTCOME_UNKNOWN, TEMPORARY, Recipient
 from messaging.queries.dispatch import (
     DISPATCH_CHANNEL,
     claim_abandoned,
@@ -255,12 +255,13 @@ class Worker:
                 continue
             result = by_reference.get(recipient.reference)
             if result is None:
-                outcome = (None, batch.segments, *NO_ANSWER)
+                outcome = (None, batch.segments, *NO_ANSWER, None)
             elif result.accepted and result.provider_id:
-                outcome = (result.provider_id, result.segments or batch.segments, None, None)
+                outcome = (result.provider_id, result.segments or batch.segments, None, None, None)
             else:
                 reason = result.reason or "Rejected"
-                outcome = (None, batch.segments, result.error_code or "", reason)
+                code = result.error_code or ""
+                outcome = (None, batch.segments, code, reason, result.failure_kind)
             outcomes.append((int(recipient.reference), recipient.msisdn, *outcome))
         return outcomes
 
@@ -313,7 +314,10 @@ class Worker:
                 self.failed(batch, err.code, err.description),
             )
             note_failure(cur, batch.send_id, err.message)
-            fail_ready_batches(cur, batch.send_id, err.code, err.description)
+            # A refusal of the whole request says nothing against the numbers.
+            fail_ready_batches(
+                cur, batch.send_id, err.code, err.description, kind=TEMPORARY, source="send"
+            )
             return finish_if_done(cur, batch.send_id)
 
         write(self.db, fail)
@@ -323,7 +327,7 @@ class Worker:
     @staticmethod
     def failed(batch: Batch, code: str, reason: str) -> list[tuple]:
         return [
-            (sms_id, msisdn, None, batch.segments, code, reason)
+            (sms_id, msisdn, None, batch.segments, code, reason, TEMPORARY)
             for msisdn, sms_id in zip(batch.msisdns, batch.ids, strict=True)
         ]
 
@@ -356,6 +360,7 @@ class Worker:
                 batch.senttime,
                 batch.message,
                 outcomes,
+                "reconcile" if batch.abandoned else "send",
             )
             if accepted is not None:
                 # Receipts that overtook this batch (they came before its rows existed).
@@ -411,15 +416,25 @@ class Worker:
             answer = answers.get(str(sms_id))
             if answer is None:
                 settled["unknown"] += 1
-                outcomes.append((sms_id, msisdn, None, batch.segments, "", OUTCOME_UNKNOWN))
+                outcomes.append((sms_id, msisdn, None, batch.segments, "", OUTCOME_UNKNOWN, None))
             elif answer.accepted and answer.provider_id:
                 settled["sent"] += 1
                 segments = answer.segments or batch.segments
-                outcomes.append((sms_id, msisdn, answer.provider_id, segments, None, None))
+                outcomes.append((sms_id, msisdn, answer.provider_id, segments, None, None, None))
             else:
                 settled["failed"] += 1
                 reason = answer.reason or "Rejected"
-                outcomes.append((sms_id, msisdn, None, batch.segments, answer.error_code, reason))
+                outcomes.append(
+                    (
+                        sms_id,
+                        msisdn,
+                        None,
+                        batch.segments,
+                        answer.error_code,
+                        reason,
+                        answer.failure_kind,
+                    )
+                )
         log.warning(
             "send %s: batch %d of %d was abandoned at the provider; settled without resending",
             batch.send_id,

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from messaging import dispatch
 from messaging.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
-from messaging.providers.base import FAILED
+from messaging.providers.base import FAILED, TEMPORARY
 from messaging.queries.dispatch import (
     allocate_ids,
     fail_ready_batches,
@@ -148,7 +148,7 @@ def send_sms(
             on_record(cur, sendlog_id)
         if not settings.enabled:
             note_failure(cur, sendlog_id, DISABLED[1])
-            fail_ready_batches(cur, sendlog_id, *DISABLED)
+            fail_ready_batches(cur, sendlog_id, *DISABLED, kind=TEMPORARY, source="send")
         finish_if_done(cur, sendlog_id)  # nothing to send: disabled, or no valid number
     wait = settings.wait_seconds if wait is None else wait
     try:
@@ -231,7 +231,7 @@ def cancel_send(services: Services, sendlog_id: int) -> dict:
     with services.db.transaction() as cur:
         lock_send(cur, sendlog_id)
         if mark_cancelled(cur, sendlog_id):
-            fail_ready_batches(cur, sendlog_id, *CANCELLED)
+            fail_ready_batches(cur, sendlog_id, *CANCELLED, kind=TEMPORARY, source="cancel")
             finish_if_done(cur, sendlog_id)
         progress = send_progress(cur, sendlog_id)
     if progress is None:
@@ -268,6 +268,6 @@ def message_status(services: Services, msisdn: str) -> str | None:
     if not final:
         return status
     with services.db.transaction() as cur:
-        apply_status_updates(cur, final)
+        apply_status_updates(cur, final, "poll")
         row = latest_message(cur, number)
     return row[1] if row else FAILED
