@@ -124,6 +124,7 @@ def send_sms():
             send_at=send_at,
             wait=0 if respond_async else None,
             on_record=claim,
+            callback_url=fields.get("callback_url"),
         )
         accepted = respond_async or outcome.state == "scheduled"
         return (202 if accepted else 200), send_response_schema.dump(outcome)

@@ -37,7 +37,7 @@ from datetime import datetime
 import psycopg2
 import psycopg2.extensions
 
-from messaging import metrics
+from messaging import metrics, webhooks
 from messaging.db import CONNECT_OPTIONS, Database
 from messaging.errors import MessagingError, ProviderError, ProviderUnavailable
 from messaging.providers.base import OUTCOME_UNKNOWN, TEMPORARY, Recipient
@@ -60,6 +60,7 @@ from messaging.queries.dispatch import (
     send_progress,
     take_rate_slot,
 )
+from messaging.queries.events import WEBHOOK_CHANNEL
 from messaging.queries.status import apply_early_receipts
 from messaging.settings import call_budget
 
@@ -446,11 +447,14 @@ class Worker:
 
 
 class Wakeup:
-    """LISTEN for new sends on a connection of its own; wakes idle workers at once."""
+    """LISTEN on a connection of its own: new sends wake idle workers (`event`), new
+    webhook deliveries the webhook sender (`webhooks`), at once."""
 
     def __init__(self, dsn: str):
         self.dsn = dsn
         self.event = threading.Event()
+        self.webhooks = threading.Event()
+        self._events = {DISPATCH_CHANNEL: self.event, WEBHOOK_CHANNEL: self.webhooks}
         self._conn = None
 
     def watch(self, stop: threading.Event) -> None:
@@ -462,13 +466,14 @@ class Wakeup:
                     self._conn = psycopg2.connect(self.dsn, **CONNECT_OPTIONS)
                     self._conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
                     with self._conn.cursor() as cur:
-                        cur.execute(f"LISTEN {DISPATCH_CHANNEL}")
+                        for channel in self._events:
+                            cur.execute(f"LISTEN {channel}")
                     delay = 0.5
                 if select.select([self._conn], [], [], IDLE_CHECK_SECONDS)[0]:
                     self._conn.poll()
-                    if self._conn.notifies:
-                        self._conn.notifies.clear()
-                        self.event.set()
+                    for notify in self._conn.notifies:
+                        self._events[notify.channel].set()
+                    self._conn.notifies.clear()
             except (psycopg2.Error, OSError) as err:
                 log.warning("dispatch: LISTEN connection lost (%s); reconnecting", err)
                 self.close()
@@ -483,7 +488,8 @@ class Wakeup:
 
 
 class Dispatcher:
-    """A long-running dispatcher: `concurrency` workers until `stop` is set (SIGTERM)."""
+    """A long-running dispatcher: `concurrency` workers and the webhook sender's threads
+    until `stop` is set (SIGTERM)."""
 
     def __init__(self, services, concurrency: int | None = None, name: str | None = None):
         self.services = services
@@ -491,6 +497,7 @@ class Dispatcher:
         self.name = name or worker_name()
         self.stop = threading.Event()
         self.wakeup = Wakeup(services.db.dsn)
+        self.webhooks = webhooks.Sender(services, self.name, self.stop, self.wakeup.webhooks)
         self.batches = 0
         # Exit once there is no batch left at all (flask dispatch --until-idle).
         self.idle_exit = False
@@ -509,6 +516,7 @@ class Dispatcher:
             threading.Thread(target=self._work, name=f"dispatch-{n}", daemon=True)
             for n in range(self.concurrency)
         ]
+        threads += self.webhooks.threads()
         for thread in threads:
             thread.start()
         try:
@@ -517,6 +525,7 @@ class Dispatcher:
         finally:
             self.stop.set()
             self.wakeup.event.set()
+            self.wakeup.webhooks.set()
             for thread in threads:
                 thread.join()
             try:
@@ -524,7 +533,12 @@ class Dispatcher:
                     forget_dispatcher(cur, self.name)
             except MessagingError:
                 pass  # its row ages out of /healthz by itself
-            log.info("dispatcher %s: stopped after %d batches", self.name, self.batches)
+            log.info(
+                "dispatcher %s: stopped after %d batches and %d webhooks",
+                self.name,
+                self.batches,
+                self.webhooks.delivered,
+            )
 
     def _heartbeat(self) -> None:
         try:

@@ -70,6 +70,16 @@ class SendSmsRequest(Schema):
         allow_none=True,
         metadata={"description": "send later: ISO 8601 with an offset, 2026-12-24T08:00+02:00"},
     )
+    callback_url = fields.String(
+        data_key="callbackUrl",
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "description": "POST every status change of its messages here, signed per "
+            "Standard Webhooks (default deliveryStatus.callbackUrl); http(s) on a public "
+            "address"
+        },
+    )
 
 
 class SendSmsQuery(SendSmsRequest):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from messaging import dispatch
+from messaging import dispatch, webhooks
 from messaging.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from messaging.providers.base import FAILED, TEMPORARY
 from messaging.queries.dispatch import (
@@ -103,9 +103,14 @@ def send_sms(
     wait: float | None = None,
     on_record: Callable[[object, int], None] | None = None,
     on_recorded: Callable[[int], None] | None = None,
+    callback_url: str | None = None,
 ) -> SendOutcome:
     """Record a send and its recipients, then work on it for up to `wait` seconds (None:
     smsProvider.waitSeconds; 0: answer at once; math.inf: until it is done).
+
+    Every status change of its messages is POSTed to `callback_url` (None:
+    deliveryStatus.callbackUrl, if set), which is refused with InvalidInput unless it is
+    http(s) on a public address (deliveryStatus.allowPrivateCallbacks lifts that).
 
     The send and every recipient (with its sms id) are committed before the first
     provider call, in batches the dispatchers share; what is not done by the deadline
@@ -125,6 +130,7 @@ def send_sms(
         )
     if sender:
         _storable(sender, "from")
+    callback_url, callback_checked = _callback(services, callback_url)
     cleaned = services.normaliser.clean(msisdns)
     sender = sender or settings.sender
     stored_send_at = send_at.astimezone(UTC).replace(tzinfo=None) if send_at else None
@@ -143,6 +149,8 @@ def send_sms(
             batch_size=batch_size(services),
             bulk=len(cleaned.valid) >= settings.bulk_threshold,
             send_at=stored_send_at,
+            callback_url=callback_url,
+            callback_checked=callback_checked,
         )
         if on_record is not None:
             on_record(cur, sendlog_id)
@@ -166,6 +174,20 @@ def send_sms(
             refNumber=str(sendlog_id),
         ) from None
     return _outcome(sendlog_id, progress, cleaned, segments, scheduled)
+
+
+def _callback(services: Services, url: str | None) -> tuple[str | None, bool]:
+    """Return where a send's status events go and whether that is the caller's choice (its
+    address is checked again before each delivery); raise InvalidInput for a bad one."""
+    settings = services.config.delivery_status
+    if url is None or url == "":
+        return settings.callback_url, False
+    if not settings.callback_secret:
+        raise InvalidInput(
+            "callbackUrl cannot be used here: webhooks are signed and "
+            "deliveryStatus.callbackSecret is not set"
+        )
+    return webhooks.check_callback_url(url, settings.allow_private_callbacks), True
 
 
 def batch_size(services: Services) -> int:

@@ -54,8 +54,7 @@ def apply_status_updates(cur, updates, source):
     lock and then finds the row no longer `sent`). Returns the number of rows changed.
     """
     columns = {
-        name: array_literal([getattr(update, name) for update in updates])
-        for name in UPDATE_FIELDS
+        name: array_literal([getattr(update, name) for update in updates]) for name in UPDATE_FIELDS
     }
     cur.execute(
         f"""
