@@ -19,6 +19,9 @@ rest of the send with its reason. A batch whose lease ran out (its dispatcher di
 request's worker was killed) may have reached the provider: whoever takes it over asks
 the provider where it can look sends up (`find_sends`) and otherwise records its
 recipients `failed`, "provider outcome unknown". Nothing is ever sent twice.
+
+A `flask dispatch` process also delivers the status webhooks those writes queue
+(webhooks.Sender, on threads of its own).
 """
 
 import contextvars

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from messaging import dispatch, webhooks
+from messaging.config import ConfigError, config_from_mapping
 from messaging.db import Database
 from messaging.queries.webhooks import enqueue_webhook
 from tests.conftest import base_config, dispatcher_process, rows
@@ -377,3 +378,36 @@ def test_a_new_secret_from_the_command_is_accepted_by_the_config(make_app, db, r
     app = make_app(config(callbackSecret=secret))
     assert app.extensions["messaging"].config.delivery_status.callback_secret == secret
     assert json.dumps(secret).startswith('"whsec_')
+
+
+# --- settings ---
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (
+            {"callbackUrl": "https://hooks.example.com/sms", "callbackSecret": ""},
+            "deliveryStatus.callbackUrl needs deliveryStatus.callbackSecret",
+        ),
+        ({"callbackSecret": "whsec_tooShort"}, "deliveryStatus.callbackSecret: expected a secret"),
+        ({"callbackSecret": "not-a-whsec-secret-at-all-no"}, "deliveryStatus.callbackSecret"),
+        ({"callbackUrl": "ftp://x"}, "deliveryStatus.callbackUrl: expected an http:// or https://"),
+        ({"callbackConcurrency": 0}, "deliveryStatus.callbackConcurrency: expected an integer"),
+        ({"callbackTimeout": 0}, "deliveryStatus.callbackTimeout: expected a number > 0"),
+        ({"allowPrivateCallbacks": "yes"}, "deliveryStatus.allowPrivateCallbacks: expected true"),
+    ],
+)
+def test_a_bad_webhook_setting_stops_start_up_naming_it(status, error):
+    settings = base_config()
+    settings["deliveryStatus"].update(status)
+    with pytest.raises(ConfigError) as raised:
+        config_from_mapping(settings)
+    assert error in str(raised.value)
+    assert "tooShort" not in str(raised.value) and "not-a-whsec" not in str(raised.value)
+
+
+def test_the_secret_stays_out_of_the_settings_repr():
+    settings = base_config()
+    settings["deliveryStatus"]["callbackSecret"] = SECRET
+    assert SECRET not in repr(config_from_mapping(settings))

@@ -5,6 +5,8 @@ three are the base's: each times the call, logs it and counts its failures (the
 `messaging_provider_*` metrics), then hands over to the plugin's `try_*` method. A plugin
 implements `try_send_batch` and what it declares: every optional capability is a flag
 on this class, next to the method it promises; callers test the flag, never probe.
+A failed SendResult or StatusUpdate carries the failure's kind (TEMPORARY or PERMANENT)
+from the plugin's code tables, whose source its docstring names.
 """
 
 import contextlib

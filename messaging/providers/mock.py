@@ -19,10 +19,10 @@ Push receipts (`POST /callbacks/MockProvider`):
     "code": "...", "reason": "..."}` (code and reason optional), or a list of them;
   - header `X-Mock-Signature`: the hex HMAC-SHA256 of the raw body keyed by
     `smsProvider.token`. Missing or wrong, or no token configured: refused (403).
-Push receipts carry `"failureKind": "temporary" | "permanent"` when they like.
+  - a failed one may say `"failureKind": "temporary" | "permanent"`; without it the
+    failure's kind is unknown.
 Segments: counted by GSM 03.38 rules for the text.
-Failure kinds (`failureKind`): this docstring is the whole source; they are chosen so that
-every kind can be reached by number.
+Failure kinds: the mock's own, chosen so that each kind can be reached by number.
 """
 
 import hashlib
