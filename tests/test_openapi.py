@@ -99,6 +99,7 @@ def test_the_document_takes_parameters_and_bodies_from_the_schemas(client):
         "msisdns": True,
         "from": False,
         "sendAt": False,
+        "callbackUrl": False,
     }
     assert query["msisdns"]["schema"] == {"type": "string"}
     paging = {p["name"]: p for p in spec["paths"]["/sends/{refNumber}"]["get"]["parameters"]}
