@@ -427,18 +427,8 @@ class Worker:
                 outcomes.append((sms_id, msisdn, answer.provider_id, segments, None, None, None))
             else:
                 settled["failed"] += 1
-                reason = answer.reason or "Rejected"
-                outcomes.append(
-                    (
-                        sms_id,
-                        msisdn,
-                        None,
-                        batch.segments,
-                        answer.error_code,
-                        reason,
-                        answer.failure_kind,
-                    )
-                )
+                refusal = (answer.error_code, answer.reason or "Rejected", answer.failure_kind)
+                outcomes.append((sms_id, msisdn, None, batch.segments, *refusal))
         log.warning(
             "send %s: batch %d of %d was abandoned at the provider; settled without resending",
             batch.send_id,

@@ -260,11 +260,10 @@ class Sender:
             log.debug("%s delivered", delivery.what)
         elif state == "dead":
             log.warning(
-                "%s is dead after %d attempt(s): %s (flask webhooks retry %s)",
+                "%s is dead after %d attempt(s): %s",
                 delivery.what,
                 delivery.attempts,
                 attempt.error,
-                delivery.lane if delivery.lane is not None else "",
             )
         else:
             log.info("%s failed (%s); trying again later", delivery.what, attempt.error)

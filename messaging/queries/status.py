@@ -53,9 +53,6 @@ def apply_status_updates(cur, updates, source):
     status back nor counts a transition twice (a concurrent writer waits on the row
     lock and then finds the row no longer `sent`). Returns the number of rows changed.
     """
-    columns = {
-        name: array_literal([getattr(update, name) for update in updates]) for name in UPDATE_FIELDS
-    }
     cur.execute(
         f"""
         WITH answer AS (
@@ -87,9 +84,16 @@ def apply_status_updates(cur, updates, source):
         ) {events_of("changed")}
         SELECT count(*), {WOKEN} FROM changed
         """,
-        {**columns, "source": source},
+        {**_columns(updates), "source": source},
     )
     return cur.fetchone()[0]
+
+
+def _columns(updates) -> dict:
+    """Each StatusUpdate field of these updates as one array literal, by field name."""
+    return {
+        name: array_literal([getattr(update, name) for update in updates]) for name in UPDATE_FIELDS
+    }
 
 
 def lock_unresolved(cur, sms_ids):
@@ -162,13 +166,12 @@ def keep_early_receipts(cur, updates):
         cur.execute(
             """
             INSERT INTO early_receipts (providerid, status, errorcode, reason, failurekind)
-            SELECT * FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[],
-                                 %s::varchar[])
+            SELECT * FROM unnest(%(provider_id)s::varchar[], %(status)s::varchar[],
+                                 %(code)s::varchar[], %(reason)s::varchar[],
+                                 %(failure_kind)s::varchar[])
             ON CONFLICT (providerid) DO NOTHING
             """,
-            tuple(
-                array_literal([getattr(update, name) for update in kept]) for name in UPDATE_FIELDS
-            ),
+            _columns(kept),
         )
     return known
 
