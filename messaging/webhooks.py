@@ -60,7 +60,9 @@ FIRST_BACKOFF = 5.0
 MAX_BACKOFF = 3600.0
 MIN_RETRY_AFTER = 1.0
 LEASE_MARGIN = 5.0
-IDLE_CHECK_SECONDS = 1.0
+# An idle sender is woken by NOTIFY; it looks by itself this often, in case one was missed
+# (its LISTEN connection was down).
+IDLE_CHECK_SECONDS = 10.0
 MAX_URL_LENGTH = 2000
 USER_AGENT = "messaging-webhooks"
 
@@ -232,8 +234,9 @@ class Sender:
                 due = next_webhook_due_seconds(cur)
         except MessagingError:
             due = None
-        timeout = IDLE_CHECK_SECONDS if due is None else min(IDLE_CHECK_SECONDS, due)
-        if self.wakeup.wait(timeout):
+        # Due now yet not claimed: another sender is claiming it this very moment.
+        timeout = IDLE_CHECK_SECONDS if due is None else min(IDLE_CHECK_SECONDS, max(due, 0.05))
+        if self.wakeup.wait(timeout) and not self.stop.is_set():
             self.wakeup.clear()
 
     def deliver_once(self, session: requests.Session) -> bool:

@@ -117,9 +117,18 @@ def mark_dead(cur, delivery_id, worker, error):
 
 
 def next_webhook_due_seconds(cur):
-    """Seconds until the next ready delivery is due (None: none is waiting)."""
+    """Seconds until the next delivery can be claimed: the head of a lane (or one of no
+    lane) coming due, or its lease running out (None: there is none)."""
     cur.execute(
-        "SELECT EXTRACT(EPOCH FROM min(due) - now()) FROM webhook_outbox WHERE state = 'ready'"
+        """
+        SELECT EXTRACT(EPOCH FROM min(CASE WHEN c.state = 'ready' THEN c.due
+                                           ELSE c.leaseduntil END) - now())
+        FROM webhook_outbox AS c
+        WHERE c.state <> 'dead'
+          AND NOT EXISTS (SELECT 1 FROM webhook_outbox AS earlier
+                          WHERE earlier.lane = c.lane AND earlier.id < c.id
+                            AND earlier.state <> 'dead')
+        """
     )
     value = cur.fetchone()[0]
     return None if value is None else max(0.0, float(value))
