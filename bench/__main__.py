@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import b_poll, m1_memory, n1_normalise, q1_status, s1_send, s2_small_sends
+from bench import b_poll, m1_memory, n1_normalise, q1_status, s1_send, s2_small_sends, w1_webhooks
 from tests.number_samples import SAMPLE_COUNTRIES
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -30,6 +30,11 @@ BENCHMARKS = {
         b_poll.run,
         ">= 20,000/s and ratio >= 1/3",
         lambda r: r["value"] >= 20_000 and r["ratio"] >= 1 / 3,
+    ),
+    "W1": (
+        w1_webhooks.run,
+        "all within 5 s and >= 2,000/s",
+        lambda r: r["seconds"] <= 5 and r["value"] >= 2_000,
     ),
 }
 DIFFERENTIAL_NUMBERS = 1_000_000

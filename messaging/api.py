@@ -14,6 +14,7 @@ from messaging import idempotency, sends, service
 from messaging.auth import public
 from messaging.errors import InvalidInput
 from messaging.schemas import (
+    MessageReport,
     NormalizeRequest,
     PingResponse,
     SendReport,
@@ -39,6 +40,7 @@ send_response_schema = SendSmsResponse()
 send_report_query_schema = SendReportQuery()
 send_report_schema = SendReport()
 send_summary_schema = SendSummary()
+message_report_schema = MessageReport()
 ping_response_schema = PingResponse()
 
 
@@ -152,6 +154,7 @@ def send_sms():
             send_at=send_at,
             wait=0 if respond_async else None,
             on_record=claim,
+            callback_url=fields.get("callback_url"),
         )
         accepted = respond_async or outcome.state == "scheduled"
         return (202 if accepted else 200), send_response_schema.dump(outcome)
@@ -231,6 +234,28 @@ def send_report(refNumber):  # the API's name for it, as in every answer
     ref = sends.parse_ref(refNumber)
     report = sends.send_report(services(), ref, **query, owner=g.identity.owner)
     return jsonify(send_report_schema.dump(report))
+
+
+@bp.route("/sends/<refNumber>/messages/<anytext:msisdn>", methods=["GET"])
+def message_report(refNumber, msisdn):  # the API's name for it, as in every answer
+    """One message of a send, with every status event it had.
+
+    The number is normalised first (`0830000000` finds `27830000000`). Each event is one
+    status change, from the send, a poll, a receipt, a cancel or reconcile, with the
+    provider's own code and text; a message still `queued` has none yet.
+    ---
+    parameters:
+      - {in: path, name: refNumber, description: as /sendsms answered it}
+      - {in: path, name: msisdn, description: a number the send went to}
+    responses:
+      200:
+        description: The message and its events, oldest first.
+        content: {application/json: {schema: MessageReport}}
+      404: No send with that refNumber, or no message of it to that number.
+    errors: [406, 500]
+    """
+    report = sends.message_report(services(), sends.parse_ref(refNumber), msisdn)
+    return jsonify(message_report_schema.dump(report))
 
 
 @bp.route("/sends/<refNumber>/cancel", methods=["POST"])

@@ -1,5 +1,6 @@
 """Commands (`flask --app messaging ...` or `messaging ...`): thin wrappers over service."""
 
+import base64
 import contextlib
 import csv
 import functools
@@ -8,6 +9,8 @@ import importlib
 import math
 import os
 import pkgutil
+import re
+import secrets
 import signal
 import sys
 import threading
@@ -18,7 +21,19 @@ from types import SimpleNamespace
 import click
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
-from messaging import auth, db, dispatch, downgrade, optouts, polling, reconcile, sends, service
+from messaging import (
+    auth,
+    db,
+    dispatch,
+    downgrade,
+    optouts,
+    polling,
+    reconcile,
+    retention,
+    sends,
+    service,
+    webhooks,
+)
 from messaging.config import ConfigError, parse_duration
 from messaging.embedded_setup import EmbeddedError
 from messaging.errors import MessagingError
@@ -428,6 +443,12 @@ def _poll_once(window_seconds) -> polling.PollSummary | None:
         )
     else:
         click.echo(summary.line())
+    days = services().config.delivery_status.retention_days
+    if days is not None:
+        try:
+            click.echo(retention.purge(services(), days * retention.DAY).line())
+        except MessagingError as err:
+            click.echo(f"purge: stopped: {err.message}")
     return summary
 
 
@@ -456,6 +477,54 @@ def reconcile_command(older_than):
     click.echo(summary.line())
     if summary.errors:
         raise SystemExit(1)
+
+
+def _age(text: str) -> float:
+    """A --older-than value: a duration with its unit ("90d", "12h"); a bare number is
+    refused rather than read as minutes, as config durations are."""
+    if re.fullmatch(r"\s*[0-9.]+\s*", text):
+        raise click.BadParameter(
+            f"{text!r} has no unit: write 90d, 12h or 30m", param_hint="--older-than"
+        )
+    return _duration(text, "--older-than")
+
+
+@click.command("purge")
+@click.option(
+    "--older-than",
+    "older_than",
+    metavar="DURATION",
+    required=True,
+    help="Remove what was sent (or received) longer ago than this: 90d, 12h, 30m.",
+)
+@with_appcontext
+def purge_command(older_than):
+    """Delete messages older than a duration, their status events, the sends left empty and
+    old webhook deliveries, in short batches; print what went.
+
+    Sends that keep messages keep exact counters. deliveryStatus.retentionDays makes
+    poll-status do this too.
+    """
+    summary = retention.purge(services(), _age(older_than))
+    click.echo(summary.line())
+
+
+webhooks_group = AppGroup("webhooks", help="Status webhooks (deliveryStatus.callbackUrl).")
+
+
+@webhooks_group.command("retry")
+@click.argument("ref", type=click.IntRange(1, sends.MAX_ID))
+def webhooks_retry(ref):
+    """Queue the dead webhook deliveries of send REF again (a `sent` event whose final
+    status went out since is left out)."""
+    summary = webhooks.retry_dead(services(), ref)
+    click.echo(summary.line(ref))
+
+
+@webhooks_group.command("secret")
+def webhooks_secret():
+    """Print a new secret for deliveryStatus.callbackSecret."""
+    click.echo("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
 
 
 @click.command("dispatch")
@@ -499,9 +568,11 @@ def init_app(app) -> None:
         dispatch_command,
         send_command,
         stats_command,
+        purge_command,
         db_group,
         api_key_group,
         optout_group,
+        webhooks_group,
     ):
         _report_on_one_line(command)
         app.cli.add_command(command)

@@ -9,6 +9,7 @@ error or a repr.
 
 from __future__ import annotations
 
+import base64
 import contextvars
 import dataclasses
 import difflib
@@ -131,6 +132,31 @@ def _optional(parse: Parser) -> Parser:
         return None if value is None or value == "" else parse(value, path)
 
     return parse_optional
+
+
+def _callback_url(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"https?://[^/\s?#]+[^\s]*", value, re.I):
+        raise _fail(path, "an http:// or https:// URL", value)
+    return value
+
+
+_WEBHOOK_SECRET = re.compile(r"whsec_[A-Za-z0-9+/]+={0,2}")
+
+
+def _webhook_secret(value: Any, path: str) -> str:
+    """A Standard Webhooks secret: "whsec_" and the base64 of 24 to 64 random bytes."""
+    expected = 'a secret "whsec_" + base64 of 24-64 bytes (flask webhooks secret makes one)'
+    if not isinstance(value, str):
+        raise _fail(path, expected, value, secret=True)
+    if value == "":
+        return value
+    try:
+        key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
+    except ValueError:
+        key = b""
+    if not _WEBHOOK_SECRET.fullmatch(value) or not 24 <= len(key) <= 64:
+        raise _fail(path, expected, value, secret=True)
+    return value
 
 
 def _url(value: Any, path: str) -> str:
@@ -386,6 +412,20 @@ _DELIVERY_STATUS = _section(
         # "updateInverval" is the Go service's own (misspelt) key; old files use it.
         _key(("updateInterval", "updateInverval"), "update_interval", parse_duration),
         _key("window", "window", parse_duration),
+        _key("callbackUrl", "callback_url", _optional(_callback_url)),
+        _key("callbackSecret", "callback_secret", _webhook_secret),
+        _key("allowPrivateCallbacks", "allow_private_callbacks", _boolean),
+        _key("callbackTimeout", "callback_timeout", _number(0)),
+        _key(
+            "callbackConcurrency",
+            "callback_concurrency",
+            _integer(1, 64, "an integer from 1 to 64"),
+        ),
+        _key(
+            "retentionDays",
+            "retention_days",
+            _optional(_integer(1, None, "a whole number of days >= 1")),
+        ),
     ],
 )
 
@@ -454,6 +494,17 @@ def config_from_mapping(
             f"inbound: {', '.join(sorted(both))} is both in optOutKeywords and in optInKeywords",
             key="inbound",
         )
+    status = config.delivery_status
+    for key, url in (
+        ("deliveryStatus.callbackUrl", status.callback_url),
+        ("inbound.callbackUrl", config.inbound.callback_url),
+    ):
+        if url and not status.callback_secret:
+            raise ConfigError(
+                f"{key} needs deliveryStatus.callbackSecret: webhooks are signed "
+                "(flask webhooks secret makes one)",
+                key="deliveryStatus.callbackSecret",
+            )
     database = config.database
     if base_dir is not None:
         data_dir = os.path.join(base_dir, os.path.expanduser(database.data_dir))

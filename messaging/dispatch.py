@@ -19,6 +19,9 @@ rest of the send with its reason. A batch whose lease ran out (its dispatcher di
 request's worker was killed) may have reached the provider: whoever takes it over asks
 the provider where it can look sends up (`find_sends`) and otherwise records its
 recipients `failed`, "provider outcome unknown". Nothing is ever sent twice.
+
+A `flask dispatch` process also delivers the status webhooks those writes queue
+(webhooks.Sender, on threads of its own).
 """
 
 import contextvars
@@ -37,10 +40,10 @@ from datetime import datetime
 import psycopg2
 import psycopg2.extensions
 
-from messaging import metrics
+from messaging import metrics, webhooks
 from messaging.db import CONNECT_OPTIONS, Database
 from messaging.errors import MessagingError, ProviderError, ProviderUnavailable
-from messaging.providers.base import OUTCOME_UNKNOWN, Recipient
+from messaging.providers.base import OUTCOME_UNKNOWN, TEMPORARY, Recipient
 from messaging.queries.dispatch import (
     DISPATCH_CHANNEL,
     claim_abandoned,
@@ -60,6 +63,7 @@ from messaging.queries.dispatch import (
     send_progress,
     take_rate_slot,
 )
+from messaging.queries.events import WEBHOOK_CHANNEL
 from messaging.queries.optouts import add_optouts
 from messaging.queries.status import apply_early_receipts
 from messaging.settings import call_budget
@@ -252,12 +256,13 @@ class Worker:
                 continue
             result = by_reference.get(recipient.reference)
             if result is None:
-                outcome = (None, batch.segments, *NO_ANSWER)
+                outcome = (None, batch.segments, *NO_ANSWER, None)
             elif result.accepted and result.provider_id:
-                outcome = (result.provider_id, result.segments or batch.segments, None, None)
+                outcome = (result.provider_id, result.segments or batch.segments, None, None, None)
             else:
                 reason = result.reason or "Rejected"
-                outcome = (None, batch.segments, result.error_code or "", reason)
+                code = result.error_code or ""
+                outcome = (None, batch.segments, code, reason, result.failure_kind)
             outcomes.append((int(recipient.reference), recipient.msisdn, *outcome))
         return outcomes
 
@@ -310,7 +315,10 @@ class Worker:
                 self.failed(batch, err.code, err.description),
             )
             note_failure(cur, batch.send_id, err.message)
-            fail_ready_batches(cur, batch.send_id, err.code, err.description)
+            # A refusal of the whole request says nothing against the numbers.
+            fail_ready_batches(
+                cur, batch.send_id, err.code, err.description, kind=TEMPORARY, source="send"
+            )
             return finish_if_done(cur, batch.send_id)
 
         write(self.db, fail)
@@ -320,7 +328,7 @@ class Worker:
     @staticmethod
     def failed(batch: Batch, code: str, reason: str) -> list[tuple]:
         return [
-            (sms_id, msisdn, None, batch.segments, code, reason)
+            (sms_id, msisdn, None, batch.segments, code, reason, TEMPORARY)
             for msisdn, sms_id in zip(batch.msisdns, batch.ids, strict=True)
         ]
 
@@ -331,7 +339,7 @@ class Worker:
         those recipients back as a batch of their own, due after the delay. Recipients
         refused with one of the provider's `opt_out_codes` go on the suppression list."""
         opted_out: dict[str, list[str]] = {}  # the provider's code -> its recipients
-        for _, msisdn, provider_id, _, code, _ in outcomes:
+        for _, msisdn, provider_id, _, code, *_ in outcomes:
             if provider_id is None and code in self.provider.opt_out_codes:
                 opted_out.setdefault(code, []).append(msisdn)
 
@@ -358,6 +366,7 @@ class Worker:
                 batch.senttime,
                 batch.message,
                 outcomes,
+                "reconcile" if batch.abandoned else "send",
             )
             if accepted is not None:
                 # Receipts that overtook this batch (they came before its rows existed).
@@ -415,15 +424,15 @@ class Worker:
             answer = answers.get(str(sms_id))
             if answer is None:
                 settled["unknown"] += 1
-                outcomes.append((sms_id, msisdn, None, batch.segments, "", OUTCOME_UNKNOWN))
+                outcomes.append((sms_id, msisdn, None, batch.segments, "", OUTCOME_UNKNOWN, None))
             elif answer.accepted and answer.provider_id:
                 settled["sent"] += 1
                 segments = answer.segments or batch.segments
-                outcomes.append((sms_id, msisdn, answer.provider_id, segments, None, None))
+                outcomes.append((sms_id, msisdn, answer.provider_id, segments, None, None, None))
             else:
                 settled["failed"] += 1
-                reason = answer.reason or "Rejected"
-                outcomes.append((sms_id, msisdn, None, batch.segments, answer.error_code, reason))
+                refusal = (answer.error_code, answer.reason or "Rejected", answer.failure_kind)
+                outcomes.append((sms_id, msisdn, None, batch.segments, *refusal))
         log.warning(
             "send %s: batch %d of %d was abandoned at the provider; settled without resending",
             batch.send_id,
@@ -435,11 +444,14 @@ class Worker:
 
 
 class Wakeup:
-    """LISTEN for new sends on a connection of its own; wakes idle workers at once."""
+    """LISTEN on a connection of its own: new sends wake idle workers (`event`), new
+    webhook deliveries the webhook sender (`webhooks`), at once."""
 
     def __init__(self, dsn: str):
         self.dsn = dsn
         self.event = threading.Event()
+        self.webhooks = threading.Event()
+        self._events = {DISPATCH_CHANNEL: self.event, WEBHOOK_CHANNEL: self.webhooks}
         self._conn = None
 
     def watch(self, stop: threading.Event) -> None:
@@ -451,13 +463,14 @@ class Wakeup:
                     self._conn = psycopg2.connect(self.dsn, **CONNECT_OPTIONS)
                     self._conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
                     with self._conn.cursor() as cur:
-                        cur.execute(f"LISTEN {DISPATCH_CHANNEL}")
+                        for channel in self._events:
+                            cur.execute(f"LISTEN {channel}")
                     delay = 0.5
                 if select.select([self._conn], [], [], IDLE_CHECK_SECONDS)[0]:
                     self._conn.poll()
-                    if self._conn.notifies:
-                        self._conn.notifies.clear()
-                        self.event.set()
+                    for notify in self._conn.notifies:
+                        self._events[notify.channel].set()
+                    self._conn.notifies.clear()
             except (psycopg2.Error, OSError) as err:
                 log.warning("dispatch: LISTEN connection lost (%s); reconnecting", err)
                 self.close()
@@ -472,7 +485,8 @@ class Wakeup:
 
 
 class Dispatcher:
-    """A long-running dispatcher: `concurrency` workers until `stop` is set (SIGTERM)."""
+    """A long-running dispatcher: `concurrency` workers and the webhook sender's threads
+    until `stop` is set (SIGTERM)."""
 
     def __init__(self, services, concurrency: int | None = None, name: str | None = None):
         self.services = services
@@ -480,6 +494,7 @@ class Dispatcher:
         self.name = name or worker_name()
         self.stop = threading.Event()
         self.wakeup = Wakeup(services.db.dsn)
+        self.webhooks = webhooks.Sender(services, self.name, self.stop, self.wakeup.webhooks)
         self.batches = 0
         # Exit once there is no batch left at all (flask dispatch --until-idle).
         self.idle_exit = False
@@ -498,6 +513,7 @@ class Dispatcher:
             threading.Thread(target=self._work, name=f"dispatch-{n}", daemon=True)
             for n in range(self.concurrency)
         ]
+        threads += self.webhooks.threads()
         for thread in threads:
             thread.start()
         try:
@@ -506,6 +522,7 @@ class Dispatcher:
         finally:
             self.stop.set()
             self.wakeup.event.set()
+            self.wakeup.webhooks.set()
             for thread in threads:
                 thread.join()
             try:
@@ -513,7 +530,12 @@ class Dispatcher:
                     forget_dispatcher(cur, self.name)
             except MessagingError:
                 pass  # its row ages out of /healthz by itself
-            log.info("dispatcher %s: stopped after %d batches", self.name, self.batches)
+            log.info(
+                "dispatcher %s: stopped after %d batches and %d webhooks",
+                self.name,
+                self.batches,
+                self.webhooks.delivered,
+            )
 
     def _heartbeat(self) -> None:
         try:

@@ -26,12 +26,16 @@ from messaging.queries.inbound import (
     insert_inbound,
 )
 from messaging.queries.optouts import add_optouts, remove_optouts
+from messaging.queries.webhooks import enqueue_webhook
 from messaging.receipts import configured_provider, pushed_request
-from messaging.schemas import InboundPage, InboundQuery, InboundResponse
+from messaging.schemas import InboundMessageSchema, InboundPage, InboundQuery, InboundResponse
 from messaging.services import Services
 from messaging.services import current as services
 
 log = logging.getLogger(__name__)
+
+INBOUND_WEBHOOK = "message.inbound"
+inbound_message_schema = InboundMessageSchema()
 
 bp = Blueprint("inbound", __name__)
 
@@ -101,8 +105,15 @@ def record_inbound(
         starts = [msisdn for msisdn, action in wanted.items() if action == OPT_IN]
         opted_out = add_optouts(cur, stops, f"reply via {provider}") if stops else []
         opted_in = remove_optouts(cur, starts) if starts else []
-        # Forwarding to inbound.callbackUrl is enqueued here, in this transaction, with
-        # `stored`: a reply is kept and forwarded, or neither.
+        if stored and settings.callback_url:
+            # In this transaction: a reply is kept and forwarded, or neither.
+            enqueue_webhook(
+                cur,
+                INBOUND_WEBHOOK,
+                settings.callback_url,
+                {"messages": inbound_message_schema.dump(stored, many=True)},
+                events=len(stored),
+            )
     return InboundOutcome(len(messages), stored, opted_out, opted_in)
 
 

@@ -353,7 +353,7 @@ class _Run:
                 else:
                     in_flight += answer is not None
             if final:
-                apply_status_updates(cur, final)
+                apply_status_updates(cur, final, "poll")
             release_poll_claim(cur, claim_id)
         with self.claim_lock:
             self.held.discard(claim_id)

@@ -88,7 +88,7 @@ def _store(database: Database, final: dict[str, StatusUpdate], provider_ids) -> 
     with database.transaction() as cur:
         unresolved, known = lock_unresolved_by_provider_id(cur, provider_ids)
         stored = [final[pid] for pid in dict.fromkeys(pid for _, pid in unresolved) if pid in final]
-        updated = apply_status_updates(cur, stored) if stored else 0
+        updated = apply_status_updates(cur, stored, "receipt") if stored else 0
     return updated, known
 
 

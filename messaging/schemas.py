@@ -77,6 +77,16 @@ class SendSmsRequest(Schema):
         allow_none=True,
         metadata={"description": "send later: ISO 8601 with an offset, 2026-12-24T08:00+02:00"},
     )
+    callback_url = fields.String(
+        data_key="callbackUrl",
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "description": "POST every status change of its messages here, signed per "
+            "Standard Webhooks (default deliveryStatus.callbackUrl); http(s) on a public "
+            "address"
+        },
+    )
 
 
 class SendSmsQuery(SendSmsRequest):
@@ -293,6 +303,20 @@ class SendSummary(Schema):
     )
 
 
+def failure_kind() -> fields.String:
+    """The `failureKind` of a message or event (None unless it failed)."""
+    return fields.String(
+        attribute="failure_kind",
+        required=True,
+        allow_none=True,
+        metadata={
+            "enum": ["temporary", "permanent", "unknown", None],
+            "description": "of a failure: a later send to the number may get through "
+            "(temporary), will not as things stand (permanent), or the provider did not say",
+        },
+    )
+
+
 class RecipientStatus(Schema):
     msisdn = fields.String(required=True)
     status = fields.String(
@@ -301,7 +325,41 @@ class RecipientStatus(Schema):
     providerId = fields.String(attribute="provider_id", required=True, allow_none=True)
     errorCode = fields.String(attribute="error_code", required=True, allow_none=True)
     reason = fields.String(required=True, allow_none=True)
+    failureKind = failure_kind()
     statusTime = UtcTime(attribute="status_time", required=True, allow_none=True)
+
+
+class StatusEvent(Schema):
+    id = fields.Function(
+        lambda event: f"evt_{event['seq']}",
+        required=True,
+        metadata={"description": "the event's id, as its webhook carries it"},
+    )
+    time = UtcTime(required=True, metadata={"description": "UTC, ISO 8601 with Z"})
+    source = fields.String(
+        required=True, metadata={"enum": ["send", "poll", "receipt", "cancel", "reconcile"]}
+    )
+    status = fields.String(required=True, metadata={"enum": ["sent", "delivered", "failed"]})
+    errorCode = fields.String(
+        attribute="error_code",
+        required=True,
+        allow_none=True,
+        metadata={"description": "the provider's own code"},
+    )
+    reason = fields.String(
+        required=True, allow_none=True, metadata={"description": "the provider's own text"}
+    )
+    failureKind = failure_kind()
+    providerId = fields.String(attribute="provider_id", required=True, allow_none=True)
+
+
+class MessageReport(RecipientStatus):
+    refNumber = fields.String(attribute="ref_number", required=True)
+    events = fields.List(
+        fields.Nested(StatusEvent),
+        required=True,
+        metadata={"description": "every status change of the message, oldest first"},
+    )
 
 
 class SendReport(Schema):

@@ -1,5 +1,7 @@
 """Reports over sends: one send and its recipients' delivery status, paged
-(`GET /sends/<refNumber>`), and message totals over a time range (`flask stats`)."""
+(`GET /sends/<refNumber>`), one message with its status events
+(`GET /sends/<refNumber>/messages/<msisdn>`), and message totals over a time range
+(`flask stats`)."""
 
 from dataclasses import dataclass
 from datetime import datetime
@@ -7,12 +9,32 @@ from datetime import datetime
 from messaging.db import Database
 from messaging.errors import InvalidInput, NotFound
 from messaging.queries.dispatch import send_progress
+from messaging.queries.events import message_events
 from messaging.queries.reports import status_totals
-from messaging.queries.sends import count_recipients, find_send, send_recipients
+from messaging.queries.sends import count_recipients, find_message, find_send, send_recipients
 from messaging.services import Services
 
 MAX_ID = 2**63 - 1  # sendlog.id is a BIGINT
-RECIPIENT_COLUMNS = ("msisdn", "status", "provider_id", "error_code", "reason", "status_time")
+RECIPIENT_COLUMNS = (
+    "msisdn",
+    "status",
+    "provider_id",
+    "error_code",
+    "reason",
+    "failure_kind",
+    "status_time",
+)
+MESSAGE_COLUMNS = ("id", *RECIPIENT_COLUMNS)
+EVENT_COLUMNS = (
+    "seq",
+    "time",
+    "source",
+    "status",
+    "error_code",
+    "reason",
+    "failure_kind",
+    "provider_id",
+)
 
 
 @dataclass(frozen=True)
@@ -49,6 +71,25 @@ def send_report(
         send["queued"] = send_progress(cur, ref)["queued"]
     lines = [dict(zip(RECIPIENT_COLUMNS, row, strict=True)) for row in recipients]
     return Report(send, lines, page, page_size, total)
+
+
+def message_report(services: Services, ref: int, msisdn: str) -> dict:
+    """Return one message of a send with its status events, oldest first; raise NotFound
+    for an unknown ref, or a number the send did not go to."""
+    if ref > MAX_ID:
+        raise NotFound(f"no send with refNumber {ref}")
+    number = services.normaliser.normalise(msisdn) or msisdn
+    with services.db.transaction() as cur:
+        if find_send(cur, ref) is None:
+            raise NotFound(f"no send with refNumber {ref}")
+        row = find_message(cur, ref, number) if "\x00" not in number else None
+        if row is None:
+            raise NotFound(f"send {ref} has no message to {msisdn[:40]!r}")
+        message = dict(zip(MESSAGE_COLUMNS, row, strict=True))
+        events = message_events(cur, message["id"])
+    message["ref_number"] = str(ref)
+    message["events"] = [dict(zip(EVENT_COLUMNS, event, strict=True)) for event in events]
+    return message
 
 
 def message_totals(

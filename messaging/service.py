@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from messaging import dispatch
+from messaging import dispatch, webhooks
 from messaging.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
-from messaging.providers.base import FAILED
+from messaging.providers.base import FAILED, TEMPORARY
 from messaging.queries.dispatch import (
     allocate_ids,
     fail_ready_batches,
@@ -110,9 +110,14 @@ def send_sms(
     wait: float | None = None,
     on_record: Callable[[object, int], None] | None = None,
     on_recorded: Callable[[int], None] | None = None,
+    callback_url: str | None = None,
 ) -> SendOutcome:
     """Record a send and its recipients, then work on it for up to `wait` seconds (None:
     smsProvider.waitSeconds; 0: answer at once; math.inf: until it is done).
+
+    Every status change of its messages is POSTed to `callback_url` (None:
+    deliveryStatus.callbackUrl, if set), which is refused with InvalidInput unless it is
+    http(s) on a public address (deliveryStatus.allowPrivateCallbacks lifts that).
 
     The send and every recipient (with its sms id) are committed before the first
     provider call, in batches the dispatchers share; what is not done by the deadline
@@ -134,6 +139,7 @@ def send_sms(
         )
     if sender:
         _storable(sender, "from")
+    callback_url, callback_checked = _callback(services, callback_url)
     cleaned = services.normaliser.clean(msisdns)
     sender = sender or settings.sender
     stored_send_at = send_at.astimezone(UTC).replace(tzinfo=None) if send_at else None
@@ -157,6 +163,8 @@ def send_sms(
             batch_size=batch_size(services),
             bulk=len(cleaned.valid) >= settings.bulk_threshold,
             send_at=stored_send_at,
+            callback_url=callback_url,
+            callback_checked=callback_checked,
         )
         if opted_out:
             record_opted_out(cur, sendlog_id, senttime, message, segments, opted_out, opted_out_ids)
@@ -164,7 +172,7 @@ def send_sms(
             on_record(cur, sendlog_id)
         if not settings.enabled:
             note_failure(cur, sendlog_id, DISABLED[1])
-            fail_ready_batches(cur, sendlog_id, *DISABLED)
+            fail_ready_batches(cur, sendlog_id, *DISABLED, kind=TEMPORARY, source="send")
         if not settings.enabled or not msisdns:
             finish_if_done(cur, sendlog_id)  # nothing to send
         # An answer at once is what this transaction recorded: read here, it spares the
@@ -192,6 +200,20 @@ def _without_opted_out(msisdns: list[str], ids: list[int], opted_out: set[str]):
     sent = [(m, i) for m, i in pairs if m not in opted_out]
     left = [(m, i) for m, i in pairs if m in opted_out]
     return [m for m, _ in sent], [i for _, i in sent], [m for m, _ in left], [i for _, i in left]
+
+
+def _callback(services: Services, url: str | None) -> tuple[str | None, bool]:
+    """Return where a send's status events go and whether that is the caller's choice (its
+    address is checked again before each delivery); raise InvalidInput for a bad one."""
+    settings = services.config.delivery_status
+    if url is None or url == "":
+        return settings.callback_url, False
+    if not settings.callback_secret:
+        raise InvalidInput(
+            "callbackUrl cannot be used here: webhooks are signed and "
+            "deliveryStatus.callbackSecret is not set"
+        )
+    return webhooks.check_callback_url(url, settings.allow_private_callbacks), True
 
 
 def batch_size(services: Services) -> int:
@@ -263,7 +285,7 @@ def cancel_send(services: Services, sendlog_id: int, owner: str | None = None) -
         if find_send(cur, sendlog_id, owner) is None:
             raise NotFound(f"no send with refNumber {sendlog_id}")
         if mark_cancelled(cur, sendlog_id):
-            fail_ready_batches(cur, sendlog_id, *CANCELLED)
+            fail_ready_batches(cur, sendlog_id, *CANCELLED, kind=TEMPORARY, source="cancel")
             finish_if_done(cur, sendlog_id)
         progress = send_progress(cur, sendlog_id)
     if progress is None:
@@ -301,6 +323,6 @@ def message_status(services: Services, msisdn: str, owner: str | None = None) ->
     if not final:
         return status
     with services.db.transaction() as cur:
-        apply_status_updates(cur, final)
+        apply_status_updates(cur, final, "poll")
         row = latest_message(cur, number, owner)
     return row[1] if row else FAILED

@@ -83,6 +83,17 @@ class DeliveryStatusSettings:
     enabled: bool = True
     update_interval: float = 900.0
     window: float = 1800.0
+    # Status webhooks: where sends that name no callbackUrl send their events (None: none).
+    callback_url: str | None = None
+    # The Standard Webhooks secret ("whsec_" + base64) every webhook is signed with.
+    callback_secret: str = field(default="", repr=False)
+    # Let callers name callback URLs on loopback, link-local and private addresses.
+    allow_private_callbacks: bool = False
+    # Seconds one webhook POST may take, and how many a dispatcher has in flight at once.
+    callback_timeout: float = 10.0
+    callback_concurrency: int = 4
+    # poll-status purges messages older than this many days (None: never).
+    retention_days: int | None = None
 
 
 # First words of a reply that put its sender on the suppression list, and take it off.

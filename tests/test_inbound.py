@@ -1,12 +1,16 @@
 """Replies from MockProvider (POST /callbacks/MockProvider/inbound) and GET /inbound."""
 
 import json
+import time
 
 import pytest
 
 from messaging.config import ConfigError, config_from_mapping
 from messaging.providers.mock import receipt_signature
 from tests.conftest import base_config, rows
+from tests.test_dispatch import wait_until
+from tests.test_webhooks import running_dispatcher
+from tests.webhook_receiver import SECRET, Receiver
 
 TOKEN = base_config()["smsProvider"]["token"]
 
@@ -150,7 +154,9 @@ def test_bad_inbound_settings_stop_start_up_naming_the_key(inbound, message):
 
 
 def test_inbound_settings_are_read(make_app):
-    config = config_from_mapping({**base_config(), "inbound": {"callbackUrl": "https://x.org/mo/"}})
+    settings = base_config()
+    settings["deliveryStatus"]["callbackSecret"] = SECRET
+    config = config_from_mapping({**settings, "inbound": {"callbackUrl": "https://x.org/mo/"}})
 
     assert config.inbound.callback_url == "https://x.org/mo"
     assert config.inbound.opt_out_keywords[0] == "STOP"
@@ -195,3 +201,39 @@ def test_inbound_needs_credentials_like_the_api(make_app):
 
     assert client.get("/inbound").status_code == 401
     assert push(client, reply("mo-1", "0830000001", "hi")).status_code == 200
+
+
+def test_a_reply_is_forwarded_signed_to_the_inbound_callback_once(make_app, db):
+    receiver = Receiver()
+    try:
+        settings = base_config()
+        settings["deliveryStatus"]["callbackSecret"] = SECRET
+        settings["inbound"] = {"callbackUrl": receiver.url}
+        app = make_app(settings)
+        client = app.test_client()
+        with running_dispatcher(app):
+            push(client, reply("mo-1", "0830000001", "STOP"), reply("mo-2", "0830000002", "hi"))
+            push(client, reply("mo-1", "0830000001", "STOP"))  # pushed again: not again
+            wait_until(lambda: receiver.deliveries)
+            time.sleep(0.5)
+    finally:
+        receiver.stop()
+
+    [delivery] = receiver.deliveries
+    body = delivery.verified()  # the Standard Webhooks reference check
+    assert body["type"] == "message.inbound"
+    forwarded = [
+        {k: m[k] for k in ("providerId", "from", "text", "action")}
+        for m in body["data"]["messages"]
+    ]
+    assert forwarded == [
+        {"providerId": "mo-1", "from": "27830000001", "text": "STOP", "action": "opt-out"},
+        {"providerId": "mo-2", "from": "27830000002", "text": "hi", "action": None},
+    ]
+
+
+def test_an_inbound_callback_without_a_secret_to_sign_with_stops_start_up():
+    with pytest.raises(
+        ConfigError, match="inbound.callbackUrl needs deliveryStatus.callbackSecret"
+    ):
+        config_from_mapping({**base_config(), "inbound": {"callbackUrl": "https://x.org/mo"}})

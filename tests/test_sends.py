@@ -57,6 +57,7 @@ def test_a_send_report_shows_the_send_and_each_recipient(client, runner, db):
             "providerId": recipients[0]["providerId"],
             "errorCode": "004",
             "reason": "Delivered to handset",
+            "failureKind": None,
         },
         {
             "msisdn": "27830000006",
@@ -64,6 +65,7 @@ def test_a_send_report_shows_the_send_and_each_recipient(client, runner, db):
             "providerId": recipients[1]["providerId"],
             "errorCode": "005",
             "reason": "Delivery failed",
+            "failureKind": "temporary",
         },
         {
             "msisdn": "27830000009",
@@ -71,6 +73,7 @@ def test_a_send_report_shows_the_send_and_each_recipient(client, runner, db):
             "providerId": None,
             "errorCode": "105",
             "reason": "Invalid destination address",
+            "failureKind": "permanent",
         },
         {
             "msisdn": "27830000008",
@@ -78,6 +81,7 @@ def test_a_send_report_shows_the_send_and_each_recipient(client, runner, db):
             "providerId": recipients[3]["providerId"],
             "errorCode": None,
             "reason": None,
+            "failureKind": None,
         },
     ]
     assert recipients[0]["providerId"].startswith("mock-27830000001-")

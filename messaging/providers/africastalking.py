@@ -36,13 +36,19 @@ africastalking-node.js lib/sms.js agree):
   statusCode 406, "UserInBlacklist": OPT_OUT_CODES.
 - Sending is not de-duplicated, so a send that may have reached Africa's Talking is not
   resent.
+- Failure kinds: the send statusCodes' meanings (SEND_FAILURE_KINDS), and the delivery
+  report's `failureReason` (or status) as its delivery-reports page describes them
+  (FAILURE_REASON_KINDS: "UserIsInactive ... the account deactivated by the MSP",
+  "UserInBlackList", "DeliveryFailure ... for any reason not listed").
 """
 
 from messaging.errors import ProviderError
 from messaging.providers.base import (
     DELIVERED,
     FAILED,
+    PERMANENT,
     SENT,
+    TEMPORARY,
     InboundMessage,
     Receipt,
     Recipient,
@@ -74,6 +80,19 @@ RECIPIENT_CODES = {
 OUT_OF_CREDIT = 405
 # Recipient statusCodes that mean it opted out.
 OPT_OUT_CODES = frozenset({"406"})  # "UserInBlacklist"
+# Recipient statusCodes of a refusal -> the failure's kind.
+SEND_FAILURE_KINDS = {
+    401: TEMPORARY,  # risk hold: may be released
+    403: PERMANENT,  # invalid phone number
+    404: PERMANENT,  # unsupported number type
+    405: TEMPORARY,  # the account is out of credit
+    406: PERMANENT,  # the recipient opted out
+    407: PERMANENT,  # no route to the number
+    409: TEMPORARY,  # do-not-disturb window (e.g. Nigeria's at night)
+    500: TEMPORARY,  # internal server error
+    501: TEMPORARY,  # gateway error
+    502: PERMANENT,  # rejected by the gateway
+}
 
 # Delivery report status -> our status.
 REPORT_STATUSES = {
@@ -85,6 +104,21 @@ REPORT_STATUSES = {
     "Failed": FAILED,  # could not be delivered (see failureReason)
     "AbsentSubscriber": FAILED,  # the SIM was unreachable (current notifications docs)
     "Expired": FAILED,  # discarded by the network's firewall (current notifications docs)
+}
+
+# A delivery report's failureReason (else its status) -> the failure's kind.
+FAILURE_REASON_KINDS = {
+    "InsufficientCredit": TEMPORARY,  # the subscriber lacks airtime (premium services)
+    "InvalidLinkId": PERMANENT,  # an on-demand reply with a bad linkId
+    "UserIsInactive": PERMANENT,  # the subscriber's account was deactivated
+    "UserInBlackList": PERMANENT,  # blacklisted for this sender or keyword
+    "UserAccountSuspended": PERMANENT,  # suspended by the network
+    "NotNetworkSubscriber": PERMANENT,  # not a subscriber of that network
+    "UserNotSubscribedToProduct": PERMANENT,  # premium: not subscribed
+    "UserDoesNotExist": PERMANENT,  # no such subscriber
+    "DeliveryFailure": TEMPORARY,  # any other reason, or none given
+    "AbsentSubscriber": TEMPORARY,  # the SIM was unreachable
+    "Expired": TEMPORARY,  # discarded before it could be delivered
 }
 
 
@@ -159,7 +193,13 @@ class AfricasTalking(HttpProvider):
         accepted, meaning = RECIPIENT_CODES.get(code, (False, entry.get("status") or "Rejected"))
         if accepted and entry.get("messageId"):
             return SendResult(recipient.reference, True, entry["messageId"], segments=segments)
-        return SendResult(recipient.reference, False, error_code=str(code), reason=meaning)
+        return SendResult(
+            recipient.reference,
+            False,
+            error_code=str(code),
+            reason=meaning,
+            failure_kind=SEND_FAILURE_KINDS.get(code),
+        )
 
     def parse_receipt(self, receipt: Receipt) -> list[StatusUpdate]:
         self.check_receipt_secret(receipt)
@@ -170,7 +210,8 @@ class AfricasTalking(HttpProvider):
             return []
         status = REPORT_STATUSES.get(name, SENT)
         reason = fields.get("failureReason") or name
-        return [StatusUpdate(str(provider_id), status, name, reason)]
+        kind = FAILURE_REASON_KINDS.get(reason) if status == FAILED else None
+        return [StatusUpdate(str(provider_id), status, name, reason, kind)]
 
     def parse_inbound(self, receipt: Receipt) -> list[InboundMessage]:
         self.check_receipt_secret(receipt)

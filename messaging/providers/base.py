@@ -6,6 +6,8 @@ its failures (the `messaging_provider_*` metrics), then hands over to the plugin
 method. A plugin implements `try_send_batch` and what it declares: every optional
 capability is a flag on this class, next to the method it promises; callers test the
 flag, never probe.
+A failed SendResult or StatusUpdate carries the failure's kind (TEMPORARY or PERMANENT)
+from the plugin's code tables, whose source its docstring names.
 """
 
 import contextlib
@@ -29,6 +31,11 @@ ENTRY_POINT_GROUP = "messaging.providers"
 SENT, DELIVERED, FAILED = "sent", "delivered", "failed"
 # The reason of a recipient whose request may or may not have reached the provider.
 OUTCOME_UNKNOWN = "provider outcome unknown"
+# What a failure says of the number (`failureKind`), from each plugin's code tables: a
+# later send may get through (handset off, network busy, the account refused for now),
+# or will not as things stand (unknown or invalid number, barred, opted out). A failure
+# no table classifies (our own reasons, a code not listed) is UNKNOWN_KIND.
+TEMPORARY, PERMANENT, UNKNOWN_KIND = "temporary", "permanent", "unknown"
 
 PROVIDER_LATENCY = Histogram(
     "messaging_provider_request_duration_seconds",
@@ -61,6 +68,8 @@ class SendResult:
     # Not processed: the provider refused it for now (unavailable, throttled), so it may
     # be sent again later. Never set on anything that may have reached the provider.
     retry_later: bool = False
+    # TEMPORARY or PERMANENT for a refusal the plugin's table classifies, else None.
+    failure_kind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,8 @@ class StatusUpdate:
     status: str  # SENT (still in flight), DELIVERED or FAILED
     code: str | None = None
     reason: str | None = None
+    # TEMPORARY or PERMANENT for a failure the plugin's table classifies, else None.
+    failure_kind: str | None = None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ Wire format (BulkSMS's OpenAPI 1.0.0, provider-specs/bulksms_openapi.yaml):
   `body`, `submission.date` (when BulkSMS processed it).
 - A recipient who replied STOP is refused with status FAILED, subtype BLOCKED ("e.g.
   recipient replied STOP to block communication"), id "FAILED.BLOCKED": OPT_OUT_CODES.
+- Failure kinds: by the FAILED subtypes' meanings in the same OpenAPI document
+  (FAILED_SUBTYPES), at submission and later alike.
 """
 
 import random
@@ -33,7 +35,9 @@ from messaging.errors import ProviderError
 from messaging.providers.base import (
     DELIVERED,
     FAILED,
+    PERMANENT,
     SENT,
+    TEMPORARY,
     InboundMessage,
     Receipt,
     Recipient,
@@ -59,6 +63,13 @@ FAILED_SUBTYPES = {
     "HANDSET_ERROR": "Handset error",  # e.g. memory full
     "BLOCKED": "Blocked",  # opted out, or blocked by BulkSMS or the network
     "NOT_SENT": "Not sent",  # never reached the network
+}
+# status.subtype of FAILED -> the failure's kind.
+FAILURE_KINDS = {
+    "EXPIRED": TEMPORARY,  # the handset stayed off or out of reach
+    "HANDSET_ERROR": TEMPORARY,  # e.g. its memory was full
+    "BLOCKED": PERMANENT,  # opted out or blocked
+    "NOT_SENT": TEMPORARY,  # never reached the network
 }
 
 # status.id of a refused recipient that means it opted out.
@@ -127,7 +138,11 @@ class BulkSMS(HttpProvider):
             subtype = status.get("subtype") or ""
             reason = FAILED_SUBTYPES.get(subtype, "Rejected")
             return SendResult(
-                recipient.reference, False, error_code=status.get("id"), reason=reason
+                recipient.reference,
+                False,
+                error_code=status.get("id"),
+                reason=reason,
+                failure_kind=FAILURE_KINDS.get(subtype),
             )
         return SendResult(recipient.reference, True, str(message["id"]), segments=segments)
 
@@ -156,11 +171,14 @@ class BulkSMS(HttpProvider):
         kind = str(status.get("type") or "UNKNOWN")
         ours = STATUS_TYPES.get(kind, SENT)
         code = status.get("id") or f"{kind}.null"
+        failure_kind = None
         if ours == FAILED:
-            reason = FAILED_SUBTYPES.get(status.get("subtype") or "", "Failed")
+            subtype = status.get("subtype") or ""
+            reason = FAILED_SUBTYPES.get(subtype, "Failed")
+            failure_kind = FAILURE_KINDS.get(subtype)
         else:
             reason = kind.capitalize()
-        return StatusUpdate(provider_id, ours, code, reason)
+        return StatusUpdate(provider_id, ours, code, reason, failure_kind)
 
     def parse_receipt(self, receipt: Receipt) -> list[StatusUpdate]:
         self.check_receipt_secret(receipt)

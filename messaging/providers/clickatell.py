@@ -26,13 +26,20 @@ Wire format (Clickatell's legacy REST API reference, as the original service spo
   121, "Destination mobile number blocked": OPT_OUT_CODES.
 - `clientMessageId` tags a whole request and de-duplicates nothing, so a send that may
   have reached Clickatell is not resent.
+- Failure kinds: the "API error codes" page (docs.clickatell.com, archived REST API: 105
+  invalid destination address, 114 cannot route message, 121 destination mobile number
+  blocked, ...) for refusals at send, and the message status codes' descriptions (005
+  "error with the message", 009 "error routing the message", 010 "expired before we
+  were able to deliver it") for later failures; the two code spaces do not overlap.
 """
 
 from messaging.errors import ProviderError
 from messaging.providers.base import (
     DELIVERED,
     FAILED,
+    PERMANENT,
     SENT,
+    TEMPORARY,
     InboundMessage,
     Receipt,
     Recipient,
@@ -57,6 +64,20 @@ STATUS_CODES = {
     "011": (SENT, "Message scheduled for later delivery"),
     "012": (FAILED, "Out of credit"),  # failed for lack of credit after queueing
     "014": (FAILED, "Maximum MT limit exceeded"),
+}
+
+# Error codes refusing one recipient at send, and failed status codes -> the failure's kind.
+FAILURE_KINDS = {
+    "105": PERMANENT,  # invalid destination address
+    "114": PERMANENT,  # cannot route message
+    "121": PERMANENT,  # destination mobile number blocked
+    "005": TEMPORARY,  # error with the message (network or handset)
+    "006": PERMANENT,  # user cancelled message delivery
+    "007": TEMPORARY,  # error delivering the message to the handset
+    "009": PERMANENT,  # routing error
+    "010": TEMPORARY,  # expired before it could be delivered
+    "012": TEMPORARY,  # out of credit after queueing
+    "014": TEMPORARY,  # maximum MT limit exceeded
 }
 
 # Error codes that refuse the whole request rather than one recipient.
@@ -91,19 +112,25 @@ def refusal(response, error: tuple[str, str] | None) -> ProviderError:
     )
 
 
-def match_replies(recipients: list[Recipient], replies: list, segments: int) -> list[SendResult]:
-    """Pair Clickatell's per-number replies (both APIs answer alike) with our recipients."""
+def match_replies(
+    recipients: list[Recipient], replies: list, segments: int, kinds: dict[str, str]
+) -> list[SendResult]:
+    """Pair Clickatell's per-number replies (both APIs answer alike) with our recipients;
+    `kinds` maps the API's error codes to failure kinds."""
     by_number: dict[str, list[dict]] = {}
     for reply in replies:
         by_number.setdefault(str(reply.get("to", "")), []).append(reply)
     results = []
     for recipient in recipients:
         found = by_number.get(recipient.msisdn)
-        results.append(reply_result(recipient, found.pop(0) if found else None, segments))
+        reply = found.pop(0) if found else None
+        results.append(reply_result(recipient, reply, segments, kinds))
     return results
 
 
-def reply_result(recipient: Recipient, reply: dict | None, segments: int) -> SendResult:
+def reply_result(
+    recipient: Recipient, reply: dict | None, segments: int, kinds: dict[str, str]
+) -> SendResult:
     if reply is None:
         return SendResult(recipient.reference, False, reason="Not in Clickatell's answer")
     error = reply.get("error")
@@ -113,7 +140,9 @@ def reply_result(recipient: Recipient, reply: dict | None, segments: int) -> Sen
         code, reason = str(error.get("code", "")), error.get("description") or "Rejected"
     else:
         code, reason = "", str(error or "Rejected")
-    return SendResult(recipient.reference, False, error_code=code, reason=reason)
+    return SendResult(
+        recipient.reference, False, error_code=code, reason=reason, failure_kind=kinds.get(code)
+    )
 
 
 class Clickatell(HttpProvider):
@@ -143,7 +172,7 @@ class Clickatell(HttpProvider):
         if error or response.status_code >= 300 or not isinstance(answer, dict):
             raise refusal(response, error)
         messages = (answer.get("data") or {}).get("message") or []
-        return match_replies(recipients, messages, count_segments(text))
+        return match_replies(recipients, messages, count_segments(text), FAILURE_KINDS)
 
     def unavailable_reason(self, response) -> tuple[str, str]:
         error = answer_error(json_or_none(response), ACCOUNT_ERRORS)
@@ -163,7 +192,8 @@ class Clickatell(HttpProvider):
     def update(self, provider_id: str, code) -> StatusUpdate:
         code = str(code or "")
         status, reason = STATUS_CODES.get(code, (SENT, f"Unknown status {code}"))
-        return StatusUpdate(provider_id, status, code, reason)
+        kind = FAILURE_KINDS.get(code) if status == FAILED else None
+        return StatusUpdate(provider_id, status, code, reason, kind)
 
     def parse_receipt(self, receipt: Receipt) -> list[StatusUpdate]:
         self.check_receipt_secret(receipt)

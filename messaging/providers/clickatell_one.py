@@ -35,12 +35,19 @@ crate, docs.rs 0.3.0, for the types):
   reported as a status (STOPPED_BY_USER), not at sending, so no send error here means one.
 - `clientMessageId` (our sms id) is echoed in callbacks but de-duplicates nothing, so a
   send that may have reached Clickatell is not resent.
+- Failure kinds: the errors table ("One API: Error messages": 25 invalid recipient
+  address, 26 recipient opted out, 27 not available on the channel) for refusals at send
+  (SEND_FAILURE_KINDS), the Message Status Table's names for later failures
+  (STATUS_FAILURE_KINDS: RECIPIENT_DOES_NOT_EXIST, ROUTING_ERROR and the stops are
+  permanent; EXPIRED, DELIVERY_FAILURE and the account's limits temporary).
 """
 
 from messaging.providers.base import (
     DELIVERED,
     FAILED,
+    PERMANENT,
     SENT,
+    TEMPORARY,
     InboundMessage,
     Receipt,
     Recipient,
@@ -72,6 +79,29 @@ STATUSES = {
     "ROUTING_ERROR": FAILED,  # 100, no route to the network
     "STOP_MARKETING_MESSAGES": FAILED,  # no code given; by its name an opt-out
     "EXCESSIVE_MESSAGES_TO_RECIPIENT": FAILED,  # no code given; too many to one number
+}
+
+# Status names of a failure -> its kind.
+STATUS_FAILURE_KINDS = {
+    "EXPIRED": TEMPORARY,  # the handset stayed out of reach for the validity period
+    "STOPPED_BY_USER": PERMANENT,
+    "STOPPED_BY_ADMIN": PERMANENT,
+    "DELIVERY_FAILURE": TEMPORARY,  # the network could not deliver it this time
+    "EMULATED": PERMANENT,  # a test integration never sends to a handset
+    "INSUFFICIENT_ACCOUNT_BALANCE": TEMPORARY,
+    "VOLUME_LIMIT": TEMPORARY,
+    "VOLUME_LIMIT_DAILY": TEMPORARY,
+    "VOLUME_LIMIT_MONTHLY": TEMPORARY,
+    "RECIPIENT_DOES_NOT_EXIST": PERMANENT,
+    "ROUTING_ERROR": PERMANENT,
+    "STOP_MARKETING_MESSAGES": PERMANENT,  # an opt-out
+    "EXCESSIVE_MESSAGES_TO_RECIPIENT": TEMPORARY,
+}
+# Error codes refusing one message at send -> the failure's kind.
+SEND_FAILURE_KINDS = {
+    "25": PERMANENT,  # invalid recipient address
+    "26": PERMANENT,  # the recipient opted out
+    "27": PERMANENT,  # the recipient is not available on the SMS channel
 }
 
 RATE_LIMITED = "43"
@@ -186,7 +216,7 @@ class ClickatellOne(HttpProvider):
         if error or not replies or not isinstance(replies, list):
             raise refusal(response, error)
         replies = [reply for reply in replies if isinstance(reply, dict)]
-        return match_replies(recipients, replies, count_segments(text))
+        return match_replies(recipients, replies, count_segments(text), SEND_FAILURE_KINDS)
 
     def refused_for_now(self, response) -> bool:
         """Error 43 (rate limit) comes as HTTP 400, not 429: nothing was sent, so retry."""
@@ -211,7 +241,8 @@ class ClickatellOne(HttpProvider):
         name = str(status_name or "UNKNOWN").upper()
         code = "" if status_code is None else str(status_code)
         status = STATUSES.get(name) or status_from_code(code) or SENT
-        return StatusUpdate(provider_id, status, code or name, name)
+        kind = STATUS_FAILURE_KINDS.get(name) if status == FAILED else None
+        return StatusUpdate(provider_id, status, code or name, name, kind)
 
     def parse_receipt(self, receipt: Receipt) -> list[StatusUpdate]:
         self.check_receipt_secret(receipt)

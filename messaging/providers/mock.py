@@ -5,7 +5,7 @@ Every path of the service can be reached with it, by rule:
 Sending (per recipient, by the last digit of the number):
   - listed in `smsProvider.options.optedOut` (comma-separated, international digits):
     rejected, error 114 "Recipient opted out" (OPT_OUT_CODES);
-  - ends in 9: rejected, error 105 "Invalid destination address";
+  - ends in 9: rejected, error 105 "Invalid destination address" (permanent);
   - any other digit: accepted, provider id "mock-<number>-<our reference>".
 Sending (whole request, by `smsProvider.token`):
   - "nocredit": every batch fails with error 301 "Out of credit";
@@ -13,18 +13,21 @@ Sending (whole request, by `smsProvider.token`):
   - "down": every batch fails with error 503 "Provider unavailable" (ProviderUnavailable).
 Status query (by the last digit of the number in the provider id):
   - 0 to 5: delivered (code 004);
-  - 6 or 7: failed (code 005 "Delivery failed");
+  - 6 or 7: failed (code 005 "Delivery failed"), 6 temporary and 7 permanent;
   - 8: still in flight (sent, code 002).
   Any number of ids in one call (`status_batch_size`).
 Push receipts (`POST /callbacks/MockProvider`):
   - body: JSON `{"id": "<provider id>", "status": "delivered" | "failed" | "sent",
     "code": "...", "reason": "..."}` (code and reason optional), or a list of them;
   - header `X-Mock-Signature`: the hex HMAC-SHA256 of the raw body keyed by
-    `smsProvider.token`. Missing or wrong, or no token configured: refused (403).
+    `smsProvider.token`. Missing or wrong, or no token configured: refused (403);
+  - a failed one may say `"failureKind": "temporary" | "permanent"`; without it the
+    failure's kind is unknown.
 Push replies (`POST /callbacks/MockProvider/inbound`):
   - body: JSON `{"id": "<its id>", "from": "<number>", "to": "<ours>", "text": "..."}`,
     or a list of them; signed like the receipts.
 Segments: counted by GSM 03.38 rules for the text.
+Failure kinds: the mock's own, chosen so that each kind can be reached by number.
 """
 
 import hashlib
@@ -37,7 +40,9 @@ from messaging.errors import InvalidInput, ProviderError, ProviderUnavailable, R
 from messaging.providers.base import (
     DELIVERED,
     FAILED,
+    PERMANENT,
     SENT,
+    TEMPORARY,
     InboundMessage,
     Provider,
     Receipt,
@@ -60,9 +65,16 @@ STATUS_BY_LAST_DIGIT = {
     **dict.fromkeys("67", (FAILED, "005", "Delivery failed")),
     "8": (SENT, "002", "Queued at gateway"),
 }
+# Failure kinds of failed status answers, by the last digit of the number.
+FAILURE_KIND_BY_LAST_DIGIT = {
+    "6": TEMPORARY,  # as if the handset were off
+    "7": PERMANENT,  # as if the number were not in service
+}
 REJECTED_LAST_DIGIT = "9"
 OPTED_OUT = ("114", "Recipient opted out")
 OPT_OUT_CODES = frozenset({OPTED_OUT[0]})
+REJECTED_KIND = PERMANENT  # error 105, an invalid destination
+FAILURE_KINDS = (TEMPORARY, PERMANENT)
 SIGNATURE_HEADER = "X-Mock-Signature"
 RECEIPT_STATUSES = (DELIVERED, FAILED, SENT)
 
@@ -112,6 +124,7 @@ class MockProvider(Provider):
                         accepted=False,
                         error_code="105",
                         reason="Invalid destination address",
+                        failure_kind=REJECTED_KIND,
                     )
                 )
             else:
@@ -134,10 +147,12 @@ class MockProvider(Provider):
             if len(parts) != 3 or parts[0] != "mock" or not parts[1]:
                 updates.append(StatusUpdate(provider_id, FAILED, "404", "Unknown message id"))
                 continue
+            digit = parts[1][-1]
             status, code, reason = STATUS_BY_LAST_DIGIT.get(
-                parts[1][-1], (FAILED, "005", "Delivery failed")
+                digit, (FAILED, "005", "Delivery failed")
             )
-            updates.append(StatusUpdate(provider_id, status, code, reason))
+            kind = FAILURE_KIND_BY_LAST_DIGIT.get(digit) if status == FAILED else None
+            updates.append(StatusUpdate(provider_id, status, code, reason, kind))
         return updates
 
     def signed_items(self, receipt: Receipt, what: str) -> list:
@@ -181,12 +196,15 @@ class MockProvider(Provider):
                 and item.get("status") in RECEIPT_STATUSES
                 and isinstance(item.get("code", ""), str)
                 and isinstance(item.get("reason", ""), str)
+                and item.get("failureKind", TEMPORARY) in FAILURE_KINDS
             ):
                 raise InvalidInput(
                     'MockProvider receipt: expected {"id": "...", "status": '
-                    '"delivered"|"failed"|"sent", "code"?: "...", "reason"?: "..."} or a list'
+                    '"delivered"|"failed"|"sent", "code"?: "...", "reason"?: "...", '
+                    '"failureKind"?: "temporary"|"permanent"} or a list'
                 )
+            kind = item.get("failureKind") if item["status"] == FAILED else None
             updates.append(
-                StatusUpdate(item["id"], item["status"], item.get("code"), item.get("reason"))
+                StatusUpdate(item["id"], item["status"], item.get("code"), item.get("reason"), kind)
             )
         return updates

@@ -30,6 +30,10 @@ its Messages resource docs):
   to unsubscribed recipient" (twilio.com/docs/api/errors/21610): OPT_OUT_CODES.
 - Twilio does not de-duplicate message creation, so a send that may have reached it
   (read timeout, 500/502/504) is not resent.
+- Failure kinds (FAILURE_KINDS): Twilio's error pages, twilio.com/docs/api/errors/<code>
+  (30003 "the device is powered off, has no service ... or is otherwise temporarily
+  unreachable"; 30005 unknown, inactive or no longer in service; 30006 landline), one
+  code space for send refusals and delivery failures alike.
 """
 
 import base64
@@ -40,7 +44,9 @@ from messaging.errors import ProviderError, ReceiptRejected
 from messaging.providers.base import (
     DELIVERED,
     FAILED,
+    PERMANENT,
     SENT,
+    TEMPORARY,
     InboundMessage,
     Receipt,
     Recipient,
@@ -70,6 +76,22 @@ ACCOUNT_ERRORS = {
     "20005": "Account not active",  # suspended or closed
     "10001": "Out of credit",  # "Account is not active": balance at or below zero
     "20403": "Forbidden",  # the account lacks API permission
+}
+# Error codes of one recipient's failure (refused at send, or undelivered) -> its kind.
+FAILURE_KINDS = {
+    "21211": PERMANENT,  # invalid 'To' number
+    "21610": PERMANENT,  # the recipient unsubscribed (replied STOP)
+    "21612": PERMANENT,  # 'To' cannot be reached from this sender (unroutable)
+    "21614": PERMANENT,  # 'To' is not a mobile number
+    "30001": TEMPORARY,  # queue overflow: sent too fast, expired in Twilio's queue
+    "30002": TEMPORARY,  # account suspended
+    "30003": TEMPORARY,  # unreachable handset: off, no signal, roaming off-network
+    "30004": PERMANENT,  # message blocked (by the recipient or their carrier)
+    "30005": PERMANENT,  # unknown destination handset: not (or no longer) in service
+    "30006": PERMANENT,  # landline or unreachable carrier
+    "30007": PERMANENT,  # filtered by the carrier as spam
+    "30008": TEMPORARY,  # unknown error; Twilio suggests sending again
+    "30010": TEMPORARY,  # price over the account's maximum
 }
 # Error code of a 429: retried, and reported unavailable if it lasts.
 TOO_MANY_REQUESTS = "20429"
@@ -128,7 +150,13 @@ class Twilio(HttpProvider):
         code, message = self.error_of(response, answer)
         if code in ACCOUNT_ERRORS or response.status_code in (401, 403):
             raise ProviderError(code, ACCOUNT_ERRORS.get(code, message))
-        return SendResult(recipient.reference, False, error_code=code, reason=message)
+        return SendResult(
+            recipient.reference,
+            False,
+            error_code=code,
+            reason=message,
+            failure_kind=FAILURE_KINDS.get(code),
+        )
 
     @staticmethod
     def error_of(response, answer) -> tuple[str, str]:
@@ -158,7 +186,8 @@ class Twilio(HttpProvider):
         name = str(status_name or "").lower()
         status = STATUSES.get(name, SENT)
         code = "" if error_code in (None, "") else str(error_code)
-        return StatusUpdate(provider_id, status, code, error_message or name)
+        kind = FAILURE_KINDS.get(code) if status == FAILED else None
+        return StatusUpdate(provider_id, status, code, error_message or name, kind)
 
     def signature(self, url: str, form) -> str:
         """Return the X-Twilio-Signature Twilio computes for a form POST to `url`."""

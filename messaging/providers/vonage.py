@@ -31,13 +31,21 @@ Wire format (Vonage's OpenAPI for the SMS API, provider-specs/vonage_sms.yml):
   an opt-out.
 - `client-ref` is echoed in receipts but de-duplicates nothing, so a send that may have
   reached Vonage is not resent.
+- Failure kinds: the send statuses' meanings (SEND_FAILURE_KINDS), and the receipt
+  err-codes' as Vonage's support article "Vonage SMS Delivery Error Codes and
+  Descriptions" gives them ("2 Absent Subscriber - Temporary ... Retry", "4 Call Barred
+  by User: permanent error", "9 Illegal Number: the user has requested not to receive
+  messages", RECEIPT_FAILURE_KINDS). The two code spaces overlap ("7" is a barred
+  number at send and a busy handset in a receipt), hence two tables.
 """
 
 from messaging.errors import ProviderError
 from messaging.providers.base import (
     DELIVERED,
     FAILED,
+    PERMANENT,
     SENT,
+    TEMPORARY,
     InboundMessage,
     Receipt,
     Recipient,
@@ -73,6 +81,15 @@ SEND_STATUSES = {
 # Codes that refuse every request of the account, not one recipient.
 ACCOUNT_STATUSES = frozenset({"4", "8", "9", "10", "11", "14", "32"})
 THROTTLED = "1"
+# Send statuses refusing one recipient -> the failure's kind.
+SEND_FAILURE_KINDS = {
+    "3": PERMANENT,  # invalid parameters: for one number, the number itself
+    "5": TEMPORARY,  # internal error at Vonage
+    "6": PERMANENT,  # invalid message: unroutable destination
+    "7": PERMANENT,  # number barred
+    "29": PERMANENT,  # not whitelisted (a trial account's unverified number)
+    "33": PERMANENT,  # number de-activated
+}
 
 # Delivery receipt status -> our status.
 RECEIPT_STATUSES = {
@@ -104,6 +121,24 @@ RECEIPT_ERRORS = {
     "14": "Number blocked by carrier",
     "15": "Prepaid insufficient funds",
     "99": "General error",
+}
+# Receipt err-codes of a failure -> its kind.
+RECEIPT_FAILURE_KINDS = {
+    "2": TEMPORARY,  # absent subscriber, temporary (handset off)
+    "3": PERMANENT,  # absent subscriber, permanent
+    "4": PERMANENT,  # call barred by user
+    "5": TEMPORARY,  # portability error
+    "6": PERMANENT,  # anti-spam rejection
+    "7": TEMPORARY,  # handset busy
+    "8": TEMPORARY,  # network error
+    "9": PERMANENT,  # illegal number: the user asked not to get this service's messages
+    "10": PERMANENT,  # illegal message
+    "11": PERMANENT,  # unroutable
+    "12": PERMANENT,  # destination unreachable: no route to the number
+    "13": PERMANENT,  # subscriber age restriction
+    "14": PERMANENT,  # number blocked by carrier
+    "15": TEMPORARY,  # prepaid subscriber out of funds
+    "99": TEMPORARY,  # general error
 }
 
 
@@ -155,7 +190,10 @@ class Vonage(HttpProvider):
         if status in ACCOUNT_STATUSES:
             raise ProviderError(status, meaning)
         reason = first.get("error-text") or meaning
-        return SendResult(recipient.reference, False, error_code=status, reason=reason)
+        kind = SEND_FAILURE_KINDS.get(status)
+        return SendResult(
+            recipient.reference, False, error_code=status, reason=reason, failure_kind=kind
+        )
 
     def refused_for_now(self, response) -> bool:
         """Status 1 (throttled) comes in an HTTP 200: nothing was sent, so retry."""
@@ -176,7 +214,8 @@ class Vonage(HttpProvider):
         status = RECEIPT_STATUSES.get(name, SENT)
         code = str(fields.get("err-code", ""))
         reason = RECEIPT_ERRORS.get(code, name) if status == FAILED else name
-        return [StatusUpdate(str(provider_id), status, code, reason)]
+        kind = RECEIPT_FAILURE_KINDS.get(code) if status == FAILED else None
+        return [StatusUpdate(str(provider_id), status, code, reason, kind)]
 
     def parse_inbound(self, receipt: Receipt) -> list[InboundMessage]:
         self.check_receipt_secret(receipt)

@@ -10,6 +10,7 @@ are serialised per send.
 """
 
 from messaging.queries import NOW_UTC, array_literal
+from messaging.queries.events import WOKEN, events_of
 
 DISPATCH_CHANNEL = "messaging_dispatch"
 
@@ -24,10 +25,24 @@ def allocate_ids(cur, count):
 
 
 def record_send(
-    cur, *, originator, message, sender, msisdns, ids, segments, batch_size, bulk, send_at
+    cur,
+    *,
+    originator,
+    message,
+    sender,
+    msisdns,
+    ids,
+    segments,
+    batch_size,
+    bulk,
+    send_at,
+    callback_url=None,
+    callback_checked=False,
 ):
     """Record a send and its recipients as batches of `batch_size`, due at `send_at` (naive
-    UTC; None: now), and wake the dispatchers when it commits. Returns (id, senttime)."""
+    UTC; None: now), and wake the dispatchers when it commits. Its status events go to
+    `callback_url` (None: nowhere); `callback_checked` has its address checked again
+    before each delivery (the caller chose it). Returns (id, senttime)."""
     batches_of_msisdns = [
         array_literal(msisdns[start : start + batch_size])
         for start in range(0, len(msisdns), batch_size)
@@ -39,9 +54,11 @@ def record_send(
         f"""
         WITH send AS (
             INSERT INTO sendlog (senttime, originator, type, quantity, delivered, failed,
-                                 sent, accepted, message, status, description, sender, sendat)
+                                 sent, accepted, message, status, description, sender, sendat,
+                                 callbackurl, callbackchecked)
             VALUES ({NOW_UTC}, %(originator)s, 'sms', %(count)s, 0, 0, 0, 0, %(message)s,
-                    'sending', '', %(sender)s, %(send_at)s)
+                    'sending', '', %(sender)s, %(send_at)s, %(callback_url)s,
+                    %(callback_checked)s)
             RETURNING id, senttime
         ), batches AS (
             INSERT INTO dispatch_batches (sendlogid, seq, bulk, segments, msisdns, ids, due)
@@ -64,6 +81,8 @@ def record_send(
             "batch_msisdns": array_literal(batches_of_msisdns),
             "batch_ids": array_literal(batches_of_ids),
             "channel": DISPATCH_CHANNEL,
+            "callback_url": callback_url,
+            "callback_checked": callback_checked,
         },
     )
     sendlog_id, senttime, _ = cur.fetchone()
@@ -138,16 +157,17 @@ def lock_send(cur, sendlog_id):
     cur.execute("SELECT 1 FROM sendlog WHERE id = %s FOR UPDATE", (sendlog_id,))
 
 
-def record_batch(cur, batch_id, worker, sendlog_id, senttime, message, outcomes):
-    """Write a claimed batch's sms rows with the provider's answers and drop the batch, in
-    one statement; return how many were accepted, or None if the batch is no longer this
-    worker's (its lease ran out and another took it over: nothing is written).
+def record_batch(cur, batch_id, worker, sendlog_id, senttime, message, outcomes, source="send"):
+    """Write a claimed batch's sms rows with the provider's answers, their status events
+    (from `source`: send or reconcile) and webhooks, and drop the batch, in one statement;
+    return how many were accepted, or None if the batch is no longer this worker's (its
+    lease ran out and another took it over: nothing is written).
 
-    `outcomes` holds (sms id, msisdn, provider id or None, segments, code, reason) per
-    recipient: with a provider id it was accepted (`sent`), without one it failed.
+    `outcomes` holds (sms id, msisdn, provider id or None, segments, code, reason, failure
+    kind) per recipient: with a provider id it was accepted (`sent`), without one it failed.
     """
-    columns = zip(*outcomes, strict=True) if outcomes else [()] * 6
-    ids, msisdns, provider_ids, segments, codes, reasons = (
+    columns = zip(*outcomes, strict=True) if outcomes else [()] * 7
+    ids, msisdns, provider_ids, segments, codes, reasons, kinds = (
         array_literal(column) for column in columns
     )
     cur.execute(
@@ -156,31 +176,34 @@ def record_batch(cur, batch_id, worker, sendlog_id, senttime, message, outcomes)
             DELETE FROM dispatch_batches
             WHERE id = %(batch)s AND leasedby = %(worker)s AND state = 'sending'
             RETURNING id
-        ), written AS (
+        ), changed AS (
             INSERT INTO sms AS s (id, msisdn, senttime, segments, sendlogid, status, message,
-                                  providerid, errorcode, reason, statustimestamp)
+                                  providerid, errorcode, reason, failurekind, statustimestamp)
             SELECT v.id, v.msisdn, %(senttime)s, v.segments, %(sendlog)s,
                    CASE WHEN v.provider_id IS NULL THEN 'failed' ELSE 'sent' END,
                    %(message)s, v.provider_id, v.code, v.reason,
+                   CASE WHEN v.provider_id IS NULL THEN COALESCE(v.kind, 'unknown') END,
                    CASE WHEN v.provider_id IS NULL THEN {NOW_UTC} END
             FROM mine,
                  unnest(%(ids)s::bigint[], %(msisdns)s::varchar[], %(provider_ids)s::varchar[],
-                        %(segments)s::smallint[], %(codes)s::varchar[], %(reasons)s::varchar[])
-                 AS v(id, msisdn, provider_id, segments, code, reason)
+                        %(segments)s::smallint[], %(codes)s::varchar[], %(reasons)s::varchar[],
+                        %(kinds)s::varchar[])
+                 AS v(id, msisdn, provider_id, segments, code, reason, kind)
             ON CONFLICT (id) DO NOTHING
-            RETURNING s.status
+            RETURNING s.id, s.sendlogid, s.msisdn, s.status, s.providerid, s.errorcode,
+                      s.reason, s.failurekind
         ), counts AS (
             SELECT count(*) FILTER (WHERE status = 'sent') AS sent,
                    count(*) FILTER (WHERE status = 'failed') AS failed
-            FROM written
-        )
+            FROM changed
+        ) {events_of("changed")}
         UPDATE sendlog
         SET sent = COALESCE(sendlog.sent, 0) + counts.sent,
             failed = COALESCE(sendlog.failed, 0) + counts.failed,
             accepted = COALESCE(sendlog.accepted, 0) + counts.sent
         FROM counts
         WHERE sendlog.id = %(sendlog)s
-        RETURNING counts.sent, (SELECT count(*) FROM mine)
+        RETURNING counts.sent, (SELECT count(*) FROM mine), {WOKEN}
         """,
         {
             "batch": batch_id,
@@ -194,9 +217,11 @@ def record_batch(cur, batch_id, worker, sendlog_id, senttime, message, outcomes)
             "segments": segments,
             "codes": codes,
             "reasons": reasons,
+            "kinds": kinds,
+            "source": source,
         },
     )
-    accepted, mine = cur.fetchone()
+    accepted, mine, _ = cur.fetchone()
     return accepted if mine else None
 
 
@@ -243,29 +268,31 @@ def extend_lease(cur, batch_id, worker, lease_seconds):
     )
 
 
-def fail_ready_batches(cur, sendlog_id, code, reason):
-    """Write every batch of a send not yet handed over as `failed` with this code and reason
-    (sending disabled, a whole-request refusal, a cancel); return how many recipients."""
+def fail_ready_batches(cur, sendlog_id, code, reason, *, kind, source):
+    """Write every batch of a send not yet handed over as `failed` with this code, reason
+    and failure kind (sending disabled, a whole-request refusal, a cancel), with their
+    status events from `source`; return how many recipients."""
     cur.execute(
         f"""
         WITH doomed AS (
             DELETE FROM dispatch_batches WHERE sendlogid = %(send)s AND state = 'ready'
             RETURNING segments, msisdns, ids
-        ), written AS (
-            INSERT INTO sms (id, msisdn, senttime, segments, sendlogid, status, message,
-                             errorcode, reason, statustimestamp)
+        ), changed AS (
+            INSERT INTO sms AS s (id, msisdn, senttime, segments, sendlogid, status, message,
+                                  errorcode, reason, failurekind, statustimestamp)
             SELECT r.id, r.msisdn, sendlog.senttime, doomed.segments, sendlog.id, 'failed',
-                   sendlog.message, %(code)s, %(reason)s, {NOW_UTC}
+                   sendlog.message, %(code)s, %(reason)s, %(kind)s, {NOW_UTC}
             FROM doomed, sendlog, unnest(doomed.ids, doomed.msisdns) AS r(id, msisdn)
             WHERE sendlog.id = %(send)s
             ON CONFLICT (id) DO NOTHING
-            RETURNING 1
-        )
-        UPDATE sendlog SET failed = COALESCE(failed, 0) + (SELECT count(*) FROM written)
+            RETURNING s.id, s.sendlogid, s.msisdn, s.status, s.providerid, s.errorcode,
+                      s.reason, s.failurekind
+        ) {events_of("changed")}
+        UPDATE sendlog SET failed = COALESCE(failed, 0) + (SELECT count(*) FROM changed)
         WHERE id = %(send)s
-        RETURNING (SELECT count(*) FROM written)
+        RETURNING (SELECT count(*) FROM changed), {WOKEN}
         """,
-        {"send": sendlog_id, "code": code, "reason": reason},
+        {"send": sendlog_id, "code": code, "reason": reason, "kind": kind, "source": source},
     )
     row = cur.fetchone()
     return row[0] if row else 0

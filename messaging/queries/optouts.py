@@ -1,6 +1,8 @@
 """The suppression list (migration 0020): numbers no send reaches, whoever the caller."""
 
+from messaging.providers.base import PERMANENT
 from messaging.queries import NOW_UTC, array_literal
+from messaging.queries.events import WOKEN, events_of
 
 
 def suppressed(cur, msisdns):
@@ -52,23 +54,25 @@ def list_optouts(cur):
 
 def record_opted_out(cur, sendlog_id, senttime, message, segments, msisdns, ids):
     """Write a send's recipients left out as opted out: each sms row `failed`, reason
-    "opted out", counted in the send's quantity, failed and optedout. Call it in the
-    transaction that records the send (dispatch.record_send)."""
+    "opted out" (a permanent failure), with its status event, counted in the send's
+    quantity, failed and optedout. Call it in the transaction that records the send
+    (dispatch.record_send)."""
     cur.execute(
         f"""
-        WITH written AS (
+        WITH changed AS (
             INSERT INTO sms (id, msisdn, senttime, segments, sendlogid, status, message,
-                             errorcode, reason, statustimestamp)
+                             errorcode, reason, failurekind, statustimestamp)
             SELECT r.id, r.msisdn, %(senttime)s, %(segments)s, %(send)s, 'failed', %(message)s,
-                   '', 'opted out', {NOW_UTC}
+                   '', 'opted out', %(kind)s, {NOW_UTC}
             FROM unnest(%(ids)s::bigint[], %(msisdns)s::varchar[]) AS r(id, msisdn)
-            RETURNING 1
-        )
+            RETURNING id, sendlogid, msisdn, status, providerid, errorcode, reason, failurekind
+        ) {events_of("changed")}
         UPDATE sendlog
-        SET quantity = quantity + (SELECT count(*) FROM written),
-            failed = COALESCE(failed, 0) + (SELECT count(*) FROM written),
-            optedout = (SELECT count(*) FROM written)
+        SET quantity = quantity + (SELECT count(*) FROM changed),
+            failed = COALESCE(failed, 0) + (SELECT count(*) FROM changed),
+            optedout = (SELECT count(*) FROM changed)
         WHERE id = %(send)s
+        RETURNING {WOKEN}
         """,
         {
             "send": sendlog_id,
@@ -77,5 +81,7 @@ def record_opted_out(cur, sendlog_id, senttime, message, segments, msisdns, ids)
             "message": message,
             "ids": array_literal(ids),
             "msisdns": array_literal(msisdns),
+            "kind": PERMANENT,
+            "source": "send",
         },
     )

@@ -25,10 +25,10 @@ def find_send(cur, sendlog_id, originator=None):
 # A send's recipients: its sms rows, and those whose batch is still to be sent (no sms
 # row yet) as `queued`, with the provider's last refusal for now as their reason.
 _RECIPIENTS = """
-    SELECT id, msisdn, status, providerid, errorcode, reason, statustimestamp
+    SELECT id, msisdn, status, providerid, errorcode, reason, failurekind, statustimestamp
     FROM sms WHERE sendlogid = %(id)s
     UNION ALL
-    SELECT r.id, r.msisdn, 'queued', NULL, NULL, batch.lasterror, NULL
+    SELECT r.id, r.msisdn, 'queued', NULL, NULL, batch.lasterror, NULL, NULL
     FROM dispatch_batches AS batch, unnest(batch.ids, batch.msisdns) AS r(id, msisdn)
     WHERE batch.sendlogid = %(id)s
 """
@@ -41,10 +41,10 @@ def count_recipients(cur, sendlog_id):
 
 def send_recipients(cur, sendlog_id, limit, offset):
     """Return one page of a send's messages in order, as
-    (msisdn, status, providerid, errorcode, reason, statustimestamp)."""
+    (msisdn, status, providerid, errorcode, reason, failurekind, statustimestamp)."""
     cur.execute(
         f"""
-        SELECT msisdn, status, providerid, errorcode, reason, statustimestamp
+        SELECT msisdn, status, providerid, errorcode, reason, failurekind, statustimestamp
         FROM ({_RECIPIENTS}) AS recipients
         ORDER BY id
         LIMIT %(limit)s OFFSET %(offset)s
@@ -52,3 +52,22 @@ def send_recipients(cur, sendlog_id, limit, offset):
         {"id": sendlog_id, "limit": limit, "offset": offset},
     )
     return cur.fetchall()
+
+
+def find_message(cur, sendlog_id, msisdn):
+    """Return a send's message to a number as (id, msisdn, status, providerid, errorcode,
+    reason, failurekind, statustimestamp), `queued` while its batch is still to be sent;
+    None if the send has no such recipient."""
+    cur.execute(
+        """
+        SELECT id, msisdn, status, providerid, errorcode, reason, failurekind, statustimestamp
+        FROM sms WHERE msisdn = %(msisdn)s AND sendlogid = %(id)s
+        UNION ALL
+        SELECT r.id, r.msisdn, 'queued', NULL, NULL, batch.lasterror, NULL, NULL
+        FROM dispatch_batches AS batch, unnest(batch.ids, batch.msisdns) AS r(id, msisdn)
+        WHERE batch.sendlogid = %(id)s AND r.msisdn = %(msisdn)s
+        LIMIT 1
+        """,
+        {"id": sendlog_id, "msisdn": msisdn},
+    )
+    return cur.fetchone()

@@ -3,6 +3,10 @@ and receipts that came before their message's row."""
 
 from messaging.providers.base import StatusUpdate
 from messaging.queries import NOW_UTC, array_literal
+from messaging.queries.events import WOKEN, events_of
+
+# StatusUpdate fields as the columns of an update (and of a kept early receipt).
+UPDATE_FIELDS = ("provider_id", "status", "code", "reason", "failure_kind")
 
 # Advisory lock id. A receipt keeping early statuses takes it alone, a batch writing its
 # rows takes it shared: whichever comes second sees what the first committed.
@@ -44,10 +48,12 @@ def latest_message(cur, msisdn, originator=None):
     return cur.fetchone()
 
 
-def apply_status_updates(cur, updates):
-    """Move messages still `sent` to a final status and keep sendlog counters exact.
+def apply_status_updates(cur, updates, source):
+    """Move messages still `sent` to a final status, keep each change as a status event
+    from `source` (poll or receipt) and queue its webhook, and keep sendlog counters exact.
 
-    `updates` are StatusUpdates (provider id, status, code, reason); only final ones count.
+    `updates` are StatusUpdates (provider id, status, code, reason, failure kind); only
+    final ones count.
 
     Only rows still `sent` change, so a repeated or late answer never moves a final
     status back nor counts a transition twice (a concurrent writer waits on the row
@@ -56,16 +62,20 @@ def apply_status_updates(cur, updates):
     cur.execute(
         f"""
         WITH answer AS (
-            SELECT DISTINCT ON (provider_id) provider_id, status, code, reason
-            FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[])
-                 AS a(provider_id, status, code, reason)
+            SELECT DISTINCT ON (provider_id) provider_id, status, code, reason, kind
+            FROM unnest(%(provider_id)s::varchar[], %(status)s::varchar[], %(code)s::varchar[],
+                        %(reason)s::varchar[], %(failure_kind)s::varchar[])
+                 AS a(provider_id, status, code, reason, kind)
             WHERE status IN ('delivered', 'failed')
         ), changed AS (
             UPDATE sms SET status = answer.status, errorcode = answer.code,
-                           reason = answer.reason, statustimestamp = {NOW_UTC}
+                           reason = answer.reason, statustimestamp = {NOW_UTC},
+                           failurekind = CASE WHEN answer.status = 'failed'
+                                              THEN COALESCE(answer.kind, 'unknown') END
             FROM answer
             WHERE sms.providerid = answer.provider_id AND sms.status = 'sent'
-            RETURNING sms.sendlogid, sms.status
+            RETURNING sms.id, sms.sendlogid, sms.msisdn, sms.status, sms.providerid,
+                      sms.errorcode, sms.reason, sms.failurekind
         ), counts AS (
             SELECT sendlogid,
                    count(*) FILTER (WHERE status = 'delivered') AS delivered,
@@ -77,15 +87,19 @@ def apply_status_updates(cur, updates):
                                sent = COALESCE(sendlog.sent, 0) - counts.delivered - counts.failed
             FROM counts WHERE sendlog.id = counts.sendlogid
             RETURNING 1
-        )
-        SELECT count(*) FROM changed
+        ) {events_of("changed")}
+        SELECT count(*), {WOKEN} FROM changed
         """,
-        tuple(
-            array_literal([getattr(update, name) for update in updates])
-            for name in ("provider_id", "status", "code", "reason")
-        ),
+        {**_columns(updates), "source": source},
     )
     return cur.fetchone()[0]
+
+
+def _columns(updates) -> dict:
+    """Each StatusUpdate field of these updates as one array literal, by field name."""
+    return {
+        name: array_literal([getattr(update, name) for update in updates]) for name in UPDATE_FIELDS
+    }
 
 
 def lock_unresolved(cur, sms_ids):
@@ -157,14 +171,13 @@ def keep_early_receipts(cur, updates):
     if kept:
         cur.execute(
             """
-            INSERT INTO early_receipts (providerid, status, errorcode, reason)
-            SELECT * FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[])
+            INSERT INTO early_receipts (providerid, status, errorcode, reason, failurekind)
+            SELECT * FROM unnest(%(provider_id)s::varchar[], %(status)s::varchar[],
+                                 %(code)s::varchar[], %(reason)s::varchar[],
+                                 %(failure_kind)s::varchar[])
             ON CONFLICT (providerid) DO NOTHING
             """,
-            tuple(
-                array_literal([getattr(update, name) for update in kept])
-                for name in ("provider_id", "status", "code", "reason")
-            ),
+            _columns(kept),
         )
     return known
 
@@ -184,12 +197,12 @@ def apply_early_receipts(cur, provider_ids):
     cur.execute(
         """
         DELETE FROM early_receipts WHERE providerid = ANY(%s::varchar[])
-        RETURNING providerid, status, errorcode, reason
+        RETURNING providerid, status, errorcode, reason, failurekind
         """,
         (array_literal(provider_ids),),
     )
     found = [StatusUpdate(*row) for row in cur.fetchall()]
-    return apply_status_updates(cur, found) if found else 0
+    return apply_status_updates(cur, found, "receipt") if found else 0
 
 
 def drop_early_receipts(cur, older_than_seconds):
