@@ -254,7 +254,7 @@ def message_report(refNumber, msisdn):  # the API's name for it, as in every ans
       404: No send with that refNumber, or no message of it to that number.
     errors: [406, 500]
     """
-    report = sends.message_report(services(), sends.parse_ref(refNumber), msisdn)
+    report = sends.message_report(services(), sends.parse_ref(refNumber), msisdn, g.identity.owner)
     return jsonify(message_report_schema.dump(report))
 
 

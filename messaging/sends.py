@@ -73,14 +73,15 @@ def send_report(
     return Report(send, lines, page, page_size, total)
 
 
-def message_report(services: Services, ref: int, msisdn: str) -> dict:
+def message_report(services: Services, ref: int, msisdn: str, owner: str | None = None) -> dict:
     """Return one message of a send with its status events, oldest first; raise NotFound
-    for an unknown ref, or a number the send did not go to."""
+    for an unknown ref, another caller's send (unless `owner` is None: an admin), or a
+    number the send did not go to."""
     if ref > MAX_ID:
         raise NotFound(f"no send with refNumber {ref}")
     number = services.normaliser.normalise(msisdn) or msisdn
     with services.db.transaction() as cur:
-        if find_send(cur, ref) is None:
+        if find_send(cur, ref, owner) is None:
             raise NotFound(f"no send with refNumber {ref}")
         row = find_message(cur, ref, number) if "\x00" not in number else None
         if row is None:

@@ -525,6 +525,10 @@ def check_own_sends_only(base, alice, bob, admin):
     assert requests.get(f"{base}/sends/{ref}", headers=admin).json()["send"]["message"] == (
         "Alice's secret"
     )
+    message = f"{base}/sends/{ref}/messages/0830000000"
+    assert requests.get(message, headers=alice).status_code == 200
+    assert requests.get(message, headers=bob).json() == {"error": f"no send with refNumber {ref}"}
+    assert requests.get(message, headers=admin).status_code == 200
 
     alices_status = requests.get(f"{base}/messagestatus/0830000000", headers=alice).text
     assert alices_status != NO_DATA
