@@ -129,6 +129,9 @@ def send_sms(
     sender = sender or settings.sender
     stored_send_at = send_at.astimezone(UTC).replace(tzinfo=None) if send_at else None
     scheduled = send_at is not None and send_at > datetime.now(UTC)
+    wait = settings.wait_seconds if wait is None else wait
+    works_on_it = wait > 0 and not scheduled
+    size = batch_size(services)
 
     with services.db.transaction() as cur:
         ids = allocate_ids(cur, len(cleaned.valid))
@@ -140,9 +143,13 @@ def send_sms(
             msisdns=cleaned.valid,
             ids=ids,
             segments=segments,
-            batch_size=batch_size(services),
+            batch_size=size,
             bulk=len(cleaned.valid) >= settings.bulk_threshold,
             send_at=stored_send_at,
+            # A send of one batch that this request sends itself at once gains nothing from
+            # a dispatcher woken to race it for the batch (and the request, losing, would
+            # poll until the dispatcher is done); one left behind is found within a second.
+            notify=not (works_on_it and len(cleaned.valid) <= size),
         )
         if on_record is not None:
             on_record(cur, sendlog_id)
@@ -150,9 +157,8 @@ def send_sms(
             note_failure(cur, sendlog_id, DISABLED[1])
             fail_ready_batches(cur, sendlog_id, *DISABLED)
         finish_if_done(cur, sendlog_id)  # nothing to send: disabled, or no valid number
-    wait = settings.wait_seconds if wait is None else wait
     try:
-        if wait > 0 and not scheduled:
+        if works_on_it:
             deadline = None if math.isinf(wait) else time.monotonic() + wait
             progress = dispatch.work_on_send(services, sendlog_id, deadline, on_recorded)
         else:

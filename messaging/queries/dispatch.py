@@ -24,10 +24,22 @@ def allocate_ids(cur, count):
 
 
 def record_send(
-    cur, *, originator, message, sender, msisdns, ids, segments, batch_size, bulk, send_at
+    cur,
+    *,
+    originator,
+    message,
+    sender,
+    msisdns,
+    ids,
+    segments,
+    batch_size,
+    bulk,
+    send_at,
+    notify=True,
 ):
     """Record a send and its recipients as batches of `batch_size`, due at `send_at` (naive
-    UTC; None: now), and wake the dispatchers when it commits. Returns (id, senttime)."""
+    UTC; None: now), and wake the dispatchers when it commits (unless `notify` is false:
+    they find it at their next look, within a second). Returns (id, senttime)."""
     batches_of_msisdns = [
         array_literal(msisdns[start : start + batch_size])
         for start in range(0, len(msisdns), batch_size)
@@ -51,7 +63,9 @@ def record_send(
                  unnest(%(batch_msisdns)s::text[], %(batch_ids)s::text[])
                      WITH ORDINALITY AS b(msisdns, ids, seq)
         )
-        SELECT send.id, send.senttime, pg_notify(%(channel)s, send.id::text) FROM send
+        SELECT send.id, send.senttime,
+               (SELECT pg_notify(%(channel)s, send.id::text) WHERE %(notify)s)
+        FROM send
         """,
         {
             "originator": originator,
@@ -64,6 +78,7 @@ def record_send(
             "batch_msisdns": array_literal(batches_of_msisdns),
             "batch_ids": array_literal(batches_of_ids),
             "channel": DISPATCH_CHANNEL,
+            "notify": notify,
         },
     )
     sendlog_id, senttime, _ = cur.fetchone()
