@@ -151,10 +151,10 @@ def busiest_second(arrivals: list[float]) -> int:
 
 class CpuMeter:
     """CPU seconds spent by this benchmark's processes, by kind: `gunicorn` (master and
-    workers) and `dispatch` (this process's children) and `postgres` (the server's
-    backends serving this database)."""
+    workers), `dispatch` and `fake_provider` (this process's children) and `postgres` (the
+    server's backends serving this database)."""
 
-    KINDS = ("gunicorn", "dispatch")
+    KINDS = ("gunicorn", "dispatch", "fake_provider")
 
     def __init__(self, url: str):
         self.database = psycopg2.extensions.parse_dsn(url)["dbname"]
