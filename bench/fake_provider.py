@@ -8,8 +8,8 @@ dispatchers'. An asyncio server holds any number of requests in their latency at
 without a thread each; `capacity` measures that it keeps up (see `check_capacity`).
 
 `GET /_bench/stats` answers what it saw: requests, numbers, distinct numbers, how many
-numbers came more than once, the most requests in flight at once, the connections it
-accepted and each request's
+numbers came more than once, the most requests in flight at once, the connections that
+brought them and each request's
 arrival (time.time(), comparable with the benchmark's clock on one machine).
 `POST /_bench/reset` forgets it all.
 """
@@ -47,7 +47,7 @@ class Recorder:
         self.arrivals: list[tuple[float, str]] = []  # (time.time(), the first number)
         self.in_flight = 0
         self.most_in_flight = 0
-        self.connections = 0  # accepted: many more than requests in flight is churn
+        self.connections = 0  # that sent requests: many more than were in flight is churn
         self.next_id = 0
 
     def provider_id(self) -> str:
@@ -142,10 +142,13 @@ async def serve(kind: str, latency: float) -> None:
             recorder.in_flight -= 1
 
     async def connection(reader, writer) -> None:
-        recorder.connections += 1
+        counted = False  # a connection of the provider's client, not of the benchmark's own
         try:
             while True:
                 method, target, headers, body = await read_request(reader)
+                if not counted and target == path:
+                    recorder.connections += 1
+                    counted = True
                 writer.write(response_bytes(*await reply(method, target, body)))
                 await writer.drain()
                 if headers.get("connection", "").lower() == "close":
