@@ -1,59 +1,79 @@
-"""S2: one-recipient sends from 8 concurrent keep-alive clients against gunicorn (2 workers),
-beside GET /ping driven the same way in the same run."""
+"""S2: one-recipient sends from wrk (8 connections) against gunicorn (deploy/gunicorn.conf.py,
+5 workers) with a `flask dispatch` beside it, synchronous and with `Prefer: respond-async`,
+beside GET /ping driven the same way in the same run (before and after: the mean). Also
+the CPU milliseconds gunicorn, the dispatcher and PostgreSQL spent per answer of each."""
 
 import os
-import threading
 import time
 
-import requests
+from bench.common import CpuMeter, base_config, connect, deployed, fresh_database
+from bench.wrk import wrk
 
-from bench.common import base_config, fresh_database, gunicorn, percentile
+CONNECTIONS = 8
+WORKERS = 5
+SECONDS = float(os.environ.get("BENCH_S2_SECONDS", "15"))
+BODY = {"message": "small", "msisdns": ["0830000001"]}
+ASYNC = {"Prefer": "respond-async"}
 
-CLIENTS = 8
-SECONDS = float(os.environ.get("BENCH_S2_SECONDS", "20"))
+
+def settled(url: str, timeout: float = 120.0) -> dict:
+    """Wait until the dispatcher has sent every queued send; return the sends by status."""
+    conn = connect(url)
+    deadline = time.monotonic() + timeout
+    with conn.cursor() as cur:
+        while True:
+            cur.execute("SELECT status, count(*) FROM sendlog GROUP BY 1")
+            statuses = dict(cur.fetchall())
+            if "sending" not in statuses or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    conn.close()
+    return statuses
 
 
-def drive(url: str, method: str, json_body=None) -> tuple[float, list[float], int]:
-    """Run CLIENTS loops for SECONDS; return (requests/s, latencies, non-2xx count)."""
-    latencies: list[list[float]] = [[] for _ in range(CLIENTS)]
-    errors = [0] * CLIENTS
-    stop = time.perf_counter() + SECONDS
-
-    def client(index: int) -> None:
-        session = requests.Session()
-        mine = latencies[index]
-        while time.perf_counter() < stop:
-            began = time.perf_counter()
-            answer = session.request(method, url, json=json_body, timeout=30)
-            mine.append(time.perf_counter() - began)
-            if answer.status_code >= 300:
-                errors[index] += 1
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - start
-    flat = [value for values in latencies for value in values]
-    return len(flat) / elapsed, flat, sum(errors)
+def measured(meter: CpuMeter, url: str, *args) -> dict:
+    """Run wrk; add the CPU milliseconds each kind of process spent per answer (`cpu_ms`),
+    the dispatcher's sending what was queued included."""
+    with meter.measure() as spent:
+        result = wrk(*args)
+        settled(url)
+    result["cpu_ms"] = {
+        kind: seconds * 1000 / result["requests"] for kind, seconds in spent.items()
+    }
+    return result
 
 
 def run() -> dict:
-    with fresh_database() as url, gunicorn(base_config(), url, workers=2) as base:
-        ping_rate, _, ping_errors = drive(f"{base}/ping", "GET")
-        body = {"message": "small", "msisdns": ["0830000001"]}
-        send_rate, latencies, send_errors = drive(f"{base}/sendsms", "POST", body)
-    assert ping_errors == 0 and send_errors == 0, (ping_errors, send_errors)
+    with fresh_database() as url, deployed(base_config(), url, WORKERS, dispatchers=1) as (base, _):
+        meter = CpuMeter(url)
+        wrk(f"{base}/sendsms", CONNECTIONS, 2, "POST", BODY)  # warm every worker up
+        ping = measured(meter, url, f"{base}/ping", CONNECTIONS, SECONDS)
+        sync = measured(meter, url, f"{base}/sendsms", CONNECTIONS, SECONDS, "POST", BODY)
+        queued = measured(meter, url, f"{base}/sendsms", CONNECTIONS, SECONDS, "POST", BODY, ASYNC)
+        ping_again = measured(meter, url, f"{base}/ping", CONNECTIONS, SECONDS)
+        statuses = settled(url)
+    failed = ping["failed"] + sync["failed"] + queued["failed"] + ping_again["failed"]
+    assert failed == 0 and set(statuses) == {"success"}, (failed, statuses)
+    baseline = (ping["rate"] + ping_again["rate"]) / 2
     return {
         "id": "S2",
-        "value": send_rate,
-        "unit": "requests/s",
-        "baseline": ping_rate,
-        "ratio": send_rate / ping_rate,
-        "p50_ms": percentile(latencies, 0.50) * 1000,
-        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "value": sync["rate"],
+        "unit": "requests/s (sync)",
+        "baseline": baseline,
+        "ratio": sync["rate"] / baseline,
+        "async_per_s": queued["rate"],
+        "async_ratio": queued["rate"] / baseline,
+        "sync_p50_ms": sync["p50_ms"],
+        "sync_p99_ms": sync["p99_ms"],
+        "async_p50_ms": queued["p50_ms"],
+        "async_p99_ms": queued["p99_ms"],
+        "ping_first_per_s": ping["rate"],
+        "ping_last_per_s": ping_again["rate"],
+        **{
+            f"cpu_ms_{name}_{kind}": ms
+            for name, result in (("ping", ping), ("sync", sync), ("async", queued))
+            for kind, ms in sorted(result["cpu_ms"].items())
+        },
     }
 
 

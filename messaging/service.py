@@ -146,6 +146,7 @@ def send_sms(
     scheduled = send_at is not None and send_at > datetime.now(UTC)
     wait = settings.wait_seconds if wait is None else wait
     works_on_it = wait > 0 and not scheduled
+    size = batch_size(services)
 
     with services.db.transaction() as cur:
         ids = allocate_ids(cur, len(cleaned.valid))
@@ -160,11 +161,15 @@ def send_sms(
             msisdns=msisdns,
             ids=send_ids,
             segments=segments,
-            batch_size=batch_size(services),
+            batch_size=size,
             bulk=len(cleaned.valid) >= settings.bulk_threshold,
             send_at=stored_send_at,
             callback_url=callback_url,
             callback_checked=callback_checked,
+            # A send of one batch that this request sends itself at once gains nothing from
+            # a dispatcher woken to race it for the batch (and the request, losing, would
+            # poll until the dispatcher is done); one left behind is found within a second.
+            notify=not (works_on_it and len(msisdns) <= size),
         )
         if opted_out:
             record_opted_out(cur, sendlog_id, senttime, message, segments, opted_out, opted_out_ids)

@@ -2,15 +2,18 @@
 respond-async, back-off while the provider refuses for now, fairness between sends,
 schedules and cancels, several dispatchers sharing one send and one rate limit."""
 
+import select
 import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import psycopg2
 import pytest
 import requests
 
 from messaging import dispatch, service
+from messaging.queries.dispatch import DISPATCH_CHANNEL
 from tests.conftest import base_config, dispatcher_process, gunicorn_server, log_of, rows
 from tests.providers.fakes import FakeProvider, Reply
 from tests.test_reconcile import assert_counters_match_messages
@@ -143,6 +146,41 @@ def test_respond_async_answers_202_at_once_and_the_dispatchers_send_it(
         assert d.wait(60) == 0, log_of(tmp_path, "dispatch")
     assert state_of(client, body["refNumber"])["queued"] == 0
     assert sum(slow.received.values()) == 1000
+
+
+def test_only_a_send_the_request_cannot_finish_alone_wakes_the_dispatchers(
+    make_app, database_url, db
+):
+    client = make_app(base_config(maxBatchSize=2)).test_client()
+    listener = psycopg2.connect(database_url)
+    listener.autocommit = True
+    listener.cursor().execute(f"LISTEN {DISPATCH_CHANNEL}")
+
+    def woken() -> list[str]:
+        """The sends announced since the last call, once at least one was."""
+        deadline = time.monotonic() + 10
+        while not listener.notifies and time.monotonic() < deadline:
+            select.select([listener], [], [], 0.1)
+            listener.poll()
+        payloads = [notify.payload for notify in listener.notifies]
+        listener.notifies.clear()
+        return payloads
+
+    try:
+        one_batch = client.post("/sendsms", json={"message": "hi", "msisdns": numbers(2)})
+        assert one_batch.get_json()["messagesSent"] == 2
+        queued = client.post(
+            "/sendsms",
+            json={"message": "hi", "msisdns": numbers(1)},
+            headers={"Prefer": "respond-async"},
+        )
+        # Announced in commit order: the one-batch send, which the request sent at once
+        # (a dispatcher would only have raced it for its batch), announced nothing.
+        assert woken() == [queued.get_json()["refNumber"]]
+        two_batches = client.post("/sendsms", json={"message": "hi", "msisdns": numbers(3)})
+        assert woken() == [two_batches.get_json()["refNumber"]]  # dispatchers help with it
+    finally:
+        listener.close()
 
 
 def test_a_provider_down_for_longer_than_its_backoff_keeps_recipients_queued_then_sends(

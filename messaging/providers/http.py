@@ -150,8 +150,11 @@ class HttpProvider(Provider):
         if count < 1:
             raise ValueError(f"parallel_requests must be at least 1, not {count}")
         self._parallel_requests = count
-        # A connection pool as large, so parallel requests never wait for a connection.
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=count)
+        # A connection pool as large as the requests every thread of this process may have
+        # in flight (maxConcurrentRequests batches at once, `count` requests each): a
+        # smaller one opens a connection (a TLS handshake) again for every request past it.
+        size = count * self.settings.max_concurrent_requests
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=size)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 

@@ -38,9 +38,11 @@ def record_send(
     send_at,
     callback_url=None,
     callback_checked=False,
+    notify=True,
 ):
     """Record a send and its recipients as batches of `batch_size`, due at `send_at` (naive
-    UTC; None: now), and wake the dispatchers when it commits. Its status events go to
+    UTC; None: now), and wake the dispatchers when it commits (unless `notify` is false:
+    they find it at their next look, within a second). Its status events go to
     `callback_url` (None: nowhere); `callback_checked` has its address checked again
     before each delivery (the caller chose it). Returns (id, senttime)."""
     batches_of_msisdns = [
@@ -68,7 +70,9 @@ def record_send(
                  unnest(%(batch_msisdns)s::text[], %(batch_ids)s::text[])
                      WITH ORDINALITY AS b(msisdns, ids, seq)
         )
-        SELECT send.id, send.senttime, pg_notify(%(channel)s, send.id::text) FROM send
+        SELECT send.id, send.senttime,
+               (SELECT pg_notify(%(channel)s, send.id::text) WHERE %(notify)s)
+        FROM send
         """,
         {
             "originator": originator,
@@ -83,6 +87,7 @@ def record_send(
             "channel": DISPATCH_CHANNEL,
             "callback_url": callback_url,
             "callback_checked": callback_checked,
+            "notify": notify,
         },
     )
     sendlog_id, senttime, _ = cur.fetchone()

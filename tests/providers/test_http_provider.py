@@ -11,6 +11,7 @@ from email.utils import formatdate
 
 import pytest
 
+from bench.fake_provider import TWILIO_SID, fake_provider
 from messaging.errors import ProviderError, ProviderUnavailable
 from messaging.providers.base import Recipient
 from messaging.providers.clickatell import Clickatell
@@ -278,6 +279,34 @@ def test_parallel_requests_bounds_the_requests_in_flight(fake, sleeps):
     recipients = [Recipient(f"2783000000{n}", str(n)) for n in range(6)]
     assert all(r.accepted for r in provider.send_batch(recipients, "x", "+1"))
     assert most[0] == 2
+
+
+def test_batches_in_flight_at_once_reuse_their_connections(sleeps):
+    # The benchmarks' fake: it keeps connections alive and counts them.
+    with fake_provider("twilio", latency=0.05) as fake:
+        provider = plugin(
+            "Twilio",
+            None,
+            sleeps,
+            url=fake.url,
+            options={"accountSid": TWILIO_SID},
+            max_concurrent_requests=4,
+        )
+        batches = [[Recipient(f"278{b}{n:07d}", f"{b}{n}") for n in range(16)] for b in range(4)]
+        for _ in range(2):  # 4 batches at once, as a dispatcher's 4 workers send them, twice
+            threads = [
+                threading.Thread(target=provider.send_batch, args=(batch, "x", "+1"))
+                for batch in batches
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        seen = fake.stats()
+
+    assert (seen["requests"], seen["distinct"]) == (128, 64)
+    # At most 4 batches x 8 requests in flight, each connection kept for the next request.
+    assert seen["connections"] <= 32
 
 
 def test_parallel_requests_must_be_at_least_one(fake, sleeps):
