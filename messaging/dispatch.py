@@ -25,6 +25,7 @@ A `flask dispatch` process also delivers the status webhooks those writes queue
 """
 
 import contextvars
+import itertools
 import logging
 import os
 import random
@@ -58,6 +59,7 @@ from messaging.queries.dispatch import (
     next_due_seconds,
     note_failure,
     record_batch,
+    release_claims,
     requeue_batch,
     requeue_recipients,
     send_progress,
@@ -80,6 +82,8 @@ LEASE_MARGIN = 5.0
 # once through LISTEN/NOTIFY).
 IDLE_CHECK_SECONDS = 1.0
 HEARTBEAT_SECONDS = 5.0
+# Numbers each claim of this process, for its lease name (next() on it is atomic).
+_CLAIMS = itertools.count(1)
 # Back-off of a batch the provider refused for now: doubling from 1 s, at most a minute.
 FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 60.0
@@ -108,6 +112,7 @@ class Batch:
     message: str
     sender: str | None
     senttime: datetime
+    lease: str  # who holds it: the worker's name and the claim's number
     abandoned: bool = False
 
     @property
@@ -178,21 +183,40 @@ class Worker:
         self._next_takeover = 0.0
         self.lease = lease_seconds(self.settings)
         self.on_recorded: Callable[[int], None] | None = None  # recipients settled
+        self.lost_claims: list[str] = []  # leases of claims whose answer was lost
 
     # --- 1. claim ---
 
     def claim(self) -> Batch | None:
-        # Each claim is one statement that stands alone: no transaction around them.
-        with self.db.statement() as cur:
-            row = None
+        # Each claim holds its batch under a lease name of its own. A claim of a ready batch
+        # whose answer was lost with the connection (committed or not: the worker cannot
+        # tell) is given back by the next claim, rather than held unsent until its lease
+        # runs out. An abandoned batch may be at the provider: one whose claim was lost
+        # waits for its lease again, to be settled, never resent.
+        with self.db.transaction() as cur:
+            if self.lost_claims:
+                release_claims(cur, self.lost_claims)
+            row, abandoned = None, False
             if self.takes_over and time.monotonic() >= self._next_takeover:
-                row = claim_abandoned(cur, self.name, self.lease, self.send_id)
+                lease = self._lease_name()
+                row = claim_abandoned(cur, lease, self.lease, self.send_id)
+                abandoned = row is not None
                 if row is None:
                     self._next_takeover = time.monotonic() + IDLE_CHECK_SECONDS
-            if row is not None:
-                return Batch(*row, abandoned=True)
-            row = claim_ready(cur, self.name, self.lease, self.send_id)
-        return None if row is None else Batch(*row)
+            if row is None:
+                lease = self._lease_name()
+                self.lost_claims.append(lease)  # until the commit is known to have landed
+                row = claim_ready(cur, lease, self.lease, self.send_id)
+        self.lost_claims.clear()
+        return None if row is None else Batch(*row, lease=lease, abandoned=abandoned)
+
+    def give_back_lost_claims(self) -> None:
+        with self.db.transaction() as cur:
+            release_claims(cur, self.lost_claims)
+        self.lost_claims.clear()
+
+    def _lease_name(self) -> str:
+        return f"{self.name}#{next(_CLAIMS)}"
 
     def work_once(self) -> bool:
         """Claim one batch and see it through; False when nothing was due."""
@@ -299,7 +323,7 @@ class Worker:
             batch.seq,
             delay,
         )
-        write(self.db, lambda cur: requeue_batch(cur, batch.id, self.name, delay, err.message))
+        write(self.db, lambda cur: requeue_batch(cur, batch.id, batch.lease, delay, err.message))
 
     def refused(self, batch: Batch, err: ProviderError) -> None:
         """A whole-request refusal: fail this batch and every batch of the send not yet out."""
@@ -309,7 +333,7 @@ class Worker:
             record_batch(
                 cur,
                 batch.id,
-                self.name,
+                batch.lease,
                 batch.send_id,
                 batch.senttime,
                 batch.message,
@@ -353,7 +377,7 @@ class Worker:
                 requeue_recipients(
                     cur,
                     batch.id,
-                    self.name,
+                    batch.lease,
                     [m for m, _ in again],
                     [i for _, i in again],
                     delay,
@@ -362,7 +386,7 @@ class Worker:
             accepted = record_batch(
                 cur,
                 batch.id,
-                self.name,
+                batch.lease,
                 batch.send_id,
                 batch.senttime,
                 batch.message,
@@ -417,7 +441,7 @@ class Worker:
                     self.provider.name,
                     reason,
                 )
-                write(self.db, lambda cur: extend_lease(cur, batch.id, self.name, 60.0))
+                write(self.db, lambda cur: extend_lease(cur, batch.id, batch.lease, 60.0))
                 return None
         outcomes = []
         settled: Counter = Counter()
@@ -596,9 +620,16 @@ def work_on_send(
     name = f"{worker_name()}:send-{send_id}"
     failures: list[MessagingError] = []
 
-    def run(turns: Iterator[int]) -> None:
-        worker = Worker(services, name=name, send_id=send_id, takes_over=False)
+    # Kept from round to round, so that what a claim lost with the database holds is given
+    # back by the worker that made it.
+    workers = [
+        Worker(services, name=f"{name}-{n}", send_id=send_id, takes_over=False)
+        for n in range(services.config.provider.max_concurrent_requests)
+    ]
+    for worker in workers:
         worker.on_recorded = on_recorded
+
+    def run(worker: Worker, turns: Iterator[int]) -> None:
         # A turn per batch that was due: once they are taken, the send is read again
         # rather than asked for one more batch that is most likely not there.
         while (deadline is None or time.monotonic() < deadline) and next(turns, None) is not None:
@@ -610,12 +641,16 @@ def work_on_send(
                 return
 
     while True:
-        if progress is None:
-            try:
+        try:
+            for worker in workers:
+                if worker.lost_claims:  # a batch such a claim holds counts as not due
+                    worker.give_back_lost_claims()
+                    progress = None
+            if progress is None:
                 with services.db.statement() as cur:
                     progress = send_progress(cur, send_id)
-            except MessagingError as err:
-                failures.append(err)
+        except MessagingError as err:
+            failures.append(err)
         if progress is not None and (progress["status"] != "sending" or not progress["queued"]):
             return progress
         if deadline is not None and time.monotonic() >= deadline:
@@ -625,16 +660,15 @@ def work_on_send(
         if progress is not None and progress["due_now"]:
             due = progress["due_now"]
             turns = iter(range(due))  # next() on it is atomic: the threads share it
-            workers = min(services.config.provider.max_concurrent_requests, due)
             # Each thread in a copy of this context: its log lines carry the request id.
             threads = [
                 threading.Thread(
                     target=contextvars.copy_context().run,
-                    args=(run, turns),
+                    args=(run, worker, turns),
                     name=f"send-{send_id}-{n}",
                     daemon=True,
                 )
-                for n in range(workers)
+                for n, worker in enumerate(workers[:due])
             ]
             for thread in threads:
                 thread.start()

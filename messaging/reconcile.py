@@ -62,7 +62,7 @@ def reconcile(services: Services, older_than: float | None = None) -> ReconcileS
             row = claim_abandoned(cur, worker.name, worker.lease, None, older_than)
         if row is None:
             break
-        batch = Batch(*row, abandoned=True)
+        batch = Batch(*row, lease=worker.name, abandoned=True)
         if batch.id in failed_lookups:  # its lease was renewed for the next run
             break
         settled: Counter | None = worker.settle_abandoned(batch)

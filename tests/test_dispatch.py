@@ -236,6 +236,25 @@ def test_recipients_fail_with_the_last_refusal_once_the_retry_window_is_over(mak
     ]
 
 
+def test_a_claim_whose_answer_was_lost_is_given_back_and_sent_once(make_app, db, slow):
+    app = make_app(config_for(slow.url, maxBatchSize=2))
+    services = app.extensions["messaging"]
+    send = service.send_sms(services, "hi", numbers(4), None, "t", wait=0)
+    worker = dispatch.Worker(services, name="test", takes_over=False)
+    held = worker.claim()
+    # The claim committed, but as if the connection died before its answer arrived.
+    worker.lost_claims.append(held.lease)
+    assert rows(db, "SELECT state FROM dispatch_batches ORDER BY seq") == [("sending",), ("ready",)]
+
+    while worker.work_once():
+        pass
+
+    assert rows(db, "SELECT count(*) FROM dispatch_batches") == [(0,)]
+    assert sorted(slow.received.values()) == [1, 1, 1, 1]
+    assert rows(db, "SELECT status, count(*) FROM sms GROUP BY 1") == [("sent", 4)]
+    assert rows(db, f"SELECT status FROM sendlog WHERE id = {send.ref_number}") == [("success",)]
+
+
 def test_small_sends_go_ahead_of_bulk_batches_and_bulk_sends_take_turns(make_app, db):
     app = make_app(config_for("http://127.0.0.1:9", maxBatchSize=100, bulkThreshold=100))
     services = app.extensions["messaging"]

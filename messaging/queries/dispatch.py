@@ -166,6 +166,20 @@ def claim_abandoned(cur, worker, lease_seconds, sendlog_id=None, claimed_before_
     return cur.fetchone()
 
 
+def release_claims(cur, leases):
+    """Give back, due at once, the ready batches claimed under these leases that are still
+    held: claims whose answer the worker lost, so it never sent them."""
+    cur.execute(
+        """
+        UPDATE dispatch_batches
+        SET state = 'ready', leaseduntil = NULL, leasedby = NULL,
+            attempts = greatest(attempts - 1, 0)
+        WHERE state = 'sending' AND leasedby = ANY(%s)
+        """,
+        (list(leases),),
+    )
+
+
 def lock_send(cur, sendlog_id):
     """Take the send's row lock: its writers and its close take turns."""
     cur.execute("SELECT 1 FROM sendlog WHERE id = %s FOR UPDATE", (sendlog_id,))
