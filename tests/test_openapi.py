@@ -103,7 +103,7 @@ def test_the_document_takes_parameters_and_bodies_from_the_schemas(client):
     spec = client.get("/openapi.json").json
 
     send = spec["paths"]["/sendsms"]["post"]
-    assert {"200", "202", "401", "403", "406", "409", "413", "431", "500", "503"} == set(
+    assert {"200", "202", "401", "403", "406", "409", "413", "429", "431", "500", "503"} == set(
         send["responses"]
     )
     assert "X-Request-ID" in send["responses"]["200"]["headers"]
