@@ -252,6 +252,20 @@ def test_error_answers_match_the_document(checked):
     assert call_small("POST", "/sendsms", json=big).status_code == 413
 
 
+def test_a_refusal_over_a_limit_matches_the_document(checked):
+    limited = base_config()
+    limited["limits"] = {"recipientsPerDay": 1}
+    call = checked(limited)
+    hi = {"message": "Hi", "msisdns": ["0830000000"]}
+    assert call("POST", "/sendsms", json=hi).status_code == 200
+    refused = call("POST", "/sendsms", json=hi)
+    assert refused.status_code == 429
+    assert refused.get_json()["limit"] == "recipientsPerDay"
+    assert refused.headers["Retry-After"].isdigit()
+    query = {"message": "Hi", "msisdns": "0840000000"}
+    assert call("GET", "/sendsms", query_string=query).status_code == 429
+
+
 class _Assets(HTMLParser):
     def __init__(self):
         super().__init__()
