@@ -83,8 +83,8 @@ def charge(
             remaining = max(0, maximum - (used - amount))
             retry_after = max(1, math.ceil(seconds_left))
             raise LimitExceeded(
-                f"{counter.name} limit reached: this request needs {amount} "
-                f"{counter.counts}, {remaining} of {maximum} left this UTC {counter.unit}; "
+                f"{counter.name} limit reached: {remaining} of {maximum} {counter.counts} "
+                f"left this UTC {counter.unit}, this request needs {amount}; "
                 f"retry in {retry_after} s",
                 limit=counter.name,
                 retry_after=retry_after,
