@@ -10,9 +10,9 @@ from urllib.parse import parse_qsl
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import ValidationError
 
-from messaging import idempotency, sends, service
+from messaging import idempotency, limits, metrics, sends, service
 from messaging.auth import public
-from messaging.errors import InvalidInput
+from messaging.errors import InvalidInput, LimitExceeded
 from messaging.schemas import (
     MessageReport,
     NormalizeRequest,
@@ -131,7 +131,7 @@ def send_sms():
       409: >-
         The send of this Idempotency-Key is still in progress: `refNumber` names it
         (see `/sends/{refNumber}`); repeat later for its answer.
-    errors: [406, 413, 500]
+    errors: [406, 413, 429, 500]
     post:
       body: SendSmsRequest
     get:
@@ -155,6 +155,7 @@ def send_sms():
             wait=0 if respond_async else None,
             on_record=claim,
             callback_url=fields.get("callback_url"),
+            caller_limits=limits.for_caller(services().config.limits, g.identity.own_limits),
         )
         accepted = respond_async or outcome.state == "scheduled"
         return (202 if accepted else 200), send_response_schema.dump(outcome)
@@ -164,16 +165,21 @@ def send_sms():
         return 200, send_response_schema.dump(outcome)
 
     key = request.headers.get("Idempotency-Key")
-    if key is None:
-        status, answer = send()
-    else:
-        parts = [fields["message"], fields["msisdns"], fields.get("sender"), fields.get("send_at")]
-        if fields.get("callback_url"):  # only then: the keys stored before it keep matching
-            parts.append(fields["callback_url"])
-        request_fingerprint = idempotency.fingerprint(*parts)
-        status, answer = idempotency.run_once(
-            services().db, g.identity.name, key, request_fingerprint, send, answer_for_send
-        )
+    try:
+        if key is None:
+            status, answer = send()
+        else:
+            parts = [fields["message"], fields["msisdns"], fields.get("sender")]
+            parts.append(fields.get("send_at"))
+            if fields.get("callback_url"):  # only then: the keys stored before it keep matching
+                parts.append(fields["callback_url"])
+            request_fingerprint = idempotency.fingerprint(*parts)
+            status, answer = idempotency.run_once(
+                services().db, g.identity.name, key, request_fingerprint, send, answer_for_send
+            )
+    except LimitExceeded as err:
+        metrics.record_limit_refusal(err.limit)
+        raise
     g.log_summary = (
         f"ref={answer['refNumber']} valid={answer['validNumbers']} "
         f"invalid={answer['invalidNumbers']} duplicates={answer['duplicateNumbers']} "

@@ -6,6 +6,7 @@ pass. No credential (cookie, token, key) is logged, echoed in an error or stored
 database holds only hashes of API keys.
 """
 
+import dataclasses
 import hashlib
 import hmac
 import http.cookiejar
@@ -36,7 +37,7 @@ from messaging.errors import (
 )
 from messaging.queries import api_keys
 from messaging.segments import is_text
-from messaging.settings import AuthSettings
+from messaging.settings import AuthSettings, Limits
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ UNAVAILABLE = "authentication service unavailable"
 class Identity:
     name: str  # recorded as sendlog.originator; empty when authentication is off
     admin: bool = False  # sees every caller's sends, not only its own
+    # An API key's own limits: None takes config `limits`, settings.UNLIMITED lifts it.
+    own_limits: Limits = Limits()
 
     @property
     def owner(self) -> str | None:
@@ -240,13 +243,13 @@ class ApiKeyAuth:
             if found is None:
                 log.info("refused an unknown API key")
                 raise Unauthorized(UNAUTHORIZED)
-            key_id, name, stored_hash, revoked, admin, needs_touch = found
+            key_id, name, stored_hash, revoked, admin, needs_touch, *own_limits = found
             if not hmac.compare_digest(stored_hash.encode(), digest.encode()) or revoked:
                 log.info("refused the revoked API key %s", name)
                 raise Unauthorized(UNAUTHORIZED)
             if needs_touch:
                 api_keys.touch_api_key(cur, key_id, LAST_USED_EVERY)
-        return Identity(name, admin=admin)
+        return Identity(name, admin=admin, own_limits=Limits(*own_limits))
 
 
 @dataclass(frozen=True)
@@ -256,6 +259,7 @@ class ApiKeyInfo:
     last_used: datetime | None
     revoked: bool
     admin: bool
+    own_limits: Limits  # None: config `limits`; settings.UNLIMITED: none
 
 
 def check_key_name(name: str) -> str:
@@ -266,13 +270,18 @@ def check_key_name(name: str) -> str:
     return name
 
 
-def create_api_key(database: Database, name: str, admin: bool = False) -> str:
-    """Issue a key called `name` (`admin`: it reads every caller's sends), store its hash,
-    and return the key (its only showing)."""
+def create_api_key(
+    database: Database, name: str, admin: bool = False, own_limits: Limits | None = None
+) -> str:
+    """Issue a key called `name` (`admin`: it reads every caller's sends; `own_limits` in
+    place of config `limits`), store its hash, and return the key (its only showing)."""
     check_key_name(name)
     key = new_api_key()
     with database.transaction() as cur:
-        if api_keys.insert_api_key(cur, name, hash_api_key(key), admin) is None:
+        own_limits = own_limits or Limits()
+        stored = (own_limits.requests_per_minute, own_limits.recipients_per_day)
+        stored += (own_limits.international_per_day,)
+        if api_keys.insert_api_key(cur, name, hash_api_key(key), admin, stored) is None:
             raise InvalidInput(f"an API key named {name!r} already exists (names are never reused)")
     log.info("created API key %s%s", name, " (admin)" if admin else "")
     return key
@@ -280,7 +289,30 @@ def create_api_key(database: Database, name: str, admin: bool = False) -> str:
 
 def list_api_keys(database: Database) -> list[ApiKeyInfo]:
     with database.transaction() as cur:
-        return [ApiKeyInfo(*row) for row in api_keys.list_api_keys(cur)]
+        return [
+            ApiKeyInfo(*row[:5], own_limits=Limits(*row[5:])) for row in api_keys.list_api_keys(cur)
+        ]
+
+
+def set_api_key_limits(database: Database, name: str, **changes: int | None) -> Limits:
+    """Change some of the key's own limits (Limits' field names: None takes config `limits`,
+    settings.UNLIMITED lifts it), from its next request on; return them all. NotFound if
+    no such key."""
+    with database.transaction() as cur:
+        found = api_keys.lock_api_key_limits(cur, name)
+        if found is None:
+            raise NotFound(f"no API key named {name!r}")
+        own_limits = dataclasses.replace(Limits(*found), **changes)
+        api_keys.set_api_key_limits(
+            cur,
+            name,
+            own_limits.requests_per_minute,
+            own_limits.recipients_per_day,
+            own_limits.international_per_day,
+        )
+    if changes:
+        log.info("changed the limits of API key %s", name)
+    return own_limits
 
 
 def revoke_api_key(database: Database, name: str) -> bool:

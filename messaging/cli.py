@@ -26,6 +26,7 @@ from messaging import (
     db,
     dispatch,
     downgrade,
+    limits,
     optouts,
     polling,
     reconcile,
@@ -39,6 +40,7 @@ from messaging.embedded_setup import EmbeddedError
 from messaging.errors import MessagingError
 from messaging.queries import schema
 from messaging.services import current as services
+from messaging.settings import UNLIMITED, Limits
 
 # What start-up and commands report on one line (exit status 2): a bad config or provider
 # name, a database that cannot be reached or started.
@@ -119,13 +121,69 @@ def db_downgrade_to_original():
 api_key_group = AppGroup("api-key", help='API keys for authentication.service "apikey".')
 
 
+# `--recipients-per-day default`: the key takes config `limits` again (an option not given
+# is None: left as it is).
+CONFIG_LIMIT = "default"
+
+
+class LimitValue(click.ParamType):
+    """A key's own limit: a whole number >= 0, `unlimited`, or `default` (config `limits`)."""
+
+    name = "N|unlimited|default"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value is None:
+            return value
+        text = value.strip().lower()
+        if text == "default":
+            return CONFIG_LIMIT
+        if text == "unlimited":
+            return UNLIMITED
+        if text.isascii() and text.isdigit():
+            return int(text)
+        self.fail(f"{value!r}: give a whole number >= 0, unlimited or default", param, ctx)
+
+
+# (option, Limits field, config key) of each limit a key may have of its own.
+LIMIT_OPTIONS = (
+    ("--requests-per-minute", "requests_per_minute", "requestsPerMinute"),
+    ("--recipients-per-day", "recipients_per_day", "recipientsPerDay"),
+    ("--international-per-day", "international_per_day", "internationalPerDay"),
+)
+
+
+def limit_options(command):
+    """Add an option per limit: the key's own, in place of config `limits.<name>`."""
+    for option, attr, key in reversed(LIMIT_OPTIONS):
+        command = click.option(
+            option,
+            attr,
+            type=LimitValue(),
+            default=None,
+            help=f"The key's own limits.{key} (unlimited: none; default: the config's).",
+        )(command)
+    return command
+
+
+def shown_limits(own_limits: Limits) -> str:
+    """Spell a key's own limits as `recipientsPerDay=500 ...` (those set only)."""
+    parts = []
+    for _, attr, key in LIMIT_OPTIONS:
+        value = getattr(own_limits, attr)
+        if value is not None:
+            parts.append(f"{key}={'unlimited' if value == UNLIMITED else value}")
+    return " ".join(parts)
+
+
 @api_key_group.command("create")
 @click.argument("name")
 @click.option("--admin", is_flag=True, help="The key reads every caller's sends, not only its own.")
-def api_key_create(name, admin):
+@limit_options
+def api_key_create(name, admin, **own_limits):
     """Issue a key called NAME (its sends' originator) and print it; it is shown only once."""
     try:
-        key = auth.create_api_key(services().db, name, admin)
+        own = {attr: None if v == CONFIG_LIMIT else v for attr, v in own_limits.items()}
+        key = auth.create_api_key(services().db, name, admin, Limits(**own))
     except MessagingError as err:
         raise click.ClickException(err.message) from None
     click.echo(f"created API key {name!r}; store it now, it cannot be shown again:", err=True)
@@ -134,19 +192,47 @@ def api_key_create(name, admin):
 
 @api_key_group.command("list")
 def api_key_list():
-    """List keys: name, created, last used, status and admin (never a key or its hash)."""
+    """List keys: name, created, last used, status and admin, and the key's own limits
+    (never a key or its hash)."""
     keys = auth.list_api_keys(services().db)
     if not keys:
         click.echo("no API keys", err=True)
         return
     width = max(len("NAME"), *(len(key.name) for key in keys))
-    click.echo(f"{'NAME':<{width}}  {'CREATED (UTC)':<19}  {'LAST USED (UTC)':<19}  STATUS")
+    click.echo(
+        f"{'NAME':<{width}}  {'CREATED (UTC)':<19}  {'LAST USED (UTC)':<19}  {'STATUS':<13}  "
+        "LIMITS (others: config)"
+    )
     for key in keys:
         last_used = f"{key.last_used:%Y-%m-%d %H:%M:%S}" if key.last_used else "never"
         status = ("revoked" if key.revoked else "active") + (" admin" if key.admin else "")
-        click.echo(
-            f"{key.name:<{width}}  {key.created:%Y-%m-%d %H:%M:%S}  {last_used:<19}  {status}"
-        )
+        line = f"{key.name:<{width}}  {key.created:%Y-%m-%d %H:%M:%S}  {last_used:<19}  "
+        own = shown_limits(key.own_limits)
+        click.echo(line + (f"{status:<13}  {own}" if own else status))
+
+
+@api_key_group.command("limits")
+@click.argument("name")
+@limit_options
+def api_key_limits(name, **given):
+    """Change the limits of the key called NAME (from its next request on) and show its
+    limits and what it used in their current windows; without options, only show them."""
+    changes = {
+        attr: None if value == CONFIG_LIMIT else value
+        for attr, value in given.items()
+        if value is not None
+    }
+    try:
+        own_limits = auth.set_api_key_limits(services().db, name, **changes)
+    except MessagingError as err:
+        raise click.ClickException(err.message) from None
+    effective = limits.for_caller(services().config.limits, own_limits)
+    used = limits.usage(services().db, name)
+    for _, attr, key in LIMIT_OPTIONS:
+        value = getattr(effective, attr)
+        source = "config" if getattr(own_limits, attr) is None else "key"
+        shown = "unlimited" if value is None else str(value)
+        click.echo(f"{key:<20} {shown:>10} ({source})  used {used.get(key, 0)}")
 
 
 @api_key_group.command("revoke")

@@ -27,6 +27,7 @@ from messaging.settings import (
     DatabaseSettings,
     DeliveryStatusSettings,
     InboundSettings,
+    Limits,
     OptionMap,
     ProviderSettings,
 )
@@ -438,6 +439,16 @@ _INBOUND = _section(
     ],
 )
 
+_LIMIT = _optional(_integer(0, None, "a whole number >= 0, or null for no limit"))
+_LIMITS = _section(
+    Limits,
+    [
+        _key("requestsPerMinute", "requests_per_minute", _LIMIT),
+        _key("recipientsPerDay", "recipients_per_day", _LIMIT),
+        _key("internationalPerDay", "international_per_day", _LIMIT),
+    ],
+)
+
 _DATABASE = _section(
     DatabaseSettings,
     [
@@ -463,6 +474,7 @@ _CONFIG = _section(
         _key("authentication", "authentication", _AUTH),
         _key("deliveryStatus", "delivery_status", _DELIVERY_STATUS),
         _key("inbound", "inbound", _INBOUND),
+        _key("limits", "limits", _LIMITS),
         _key("dbConnection", "database", _DATABASE),
     ],
 )

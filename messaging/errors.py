@@ -11,6 +11,8 @@ class MessagingError(Exception):
         self.message = message
         # Extra fields of the JSON answer beside "error", e.g. the refNumber of a send.
         self.details = details
+        # HTTP headers of the answer, e.g. Retry-After.
+        self.headers: dict[str, str] = {}
 
 
 class InvalidInput(MessagingError):
@@ -41,6 +43,18 @@ class Conflict(MessagingError):
     """The request clashes with one already under way (an Idempotency-Key's send)."""
 
     status_code = 409
+
+
+class LimitExceeded(MessagingError):
+    """The request would take its caller past one of its limits (limits.py): nothing of it
+    is recorded or sent."""
+
+    status_code = 429
+
+    def __init__(self, message: str, *, limit: str, retry_after: int, **details):
+        super().__init__(message, limit=limit, retryAfter=retry_after, **details)
+        self.limit = limit
+        self.headers["Retry-After"] = str(retry_after)
 
 
 class ReceiptRejected(Forbidden):

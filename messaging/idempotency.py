@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 
 from messaging.db import Database
-from messaging.errors import Conflict, InvalidInput, ServiceUnavailable
+from messaging.errors import Conflict, InvalidInput, LimitExceeded, ServiceUnavailable
 from messaging.queries.idempotency import (
     claim_idempotency_key,
     idempotent_response,
@@ -64,6 +64,13 @@ def run_once(
     try:
         answer = produce(claim)
     except _Taken:
+        return _replay(db, identity, key, request_fingerprint, answer_for_send)
+    except LimitExceeded:
+        # A repeat is no new send: over its caller's limit now or not, it gets the answer
+        # of the send its key names (the limit was counted once, by that send).
+        with db.transaction() as cur:
+            if idempotent_response(cur, identity, key) is None:
+                raise
         return _replay(db, identity, key, request_fingerprint, answer_for_send)
     status, body = answer
     try:

@@ -38,6 +38,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from messaging import limits
+
 log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -59,6 +61,12 @@ MESSAGES = Counter(
     "messaging_messages_total",
     "Messages by the status they reached (sent, delivered, failed) and provider.",
     ["provider", "status"],
+)
+
+LIMIT_REFUSALS = Counter(
+    "messaging_limit_refusals_total",
+    "Send requests refused with 429 for passing a per-caller limit, by limit.",
+    ["limit"],
 )
 
 
@@ -94,6 +102,11 @@ def record_messages(provider: str, **counts: int) -> None:
     for status, count in counts.items():
         if count:
             MESSAGES.labels(provider, status).inc(count)
+
+
+def record_limit_refusal(limit: str) -> None:
+    """Count a request refused over a per-caller limit (limits.NAMES: a closed set)."""
+    LIMIT_REFUSALS.labels(limit).inc()
 
 
 # Poll-run figures kept in-process when there is no shared directory.
@@ -226,6 +239,8 @@ def init_app(app) -> None:
     directory = multiprocess_dir()
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
+    for limit in limits.NAMES:  # shown at 0 before the first refusal
+        LIMIT_REFUSALS.labels(limit)
 
     @app.before_request
     def start_timer():

@@ -305,6 +305,11 @@ class Normaliser:
         self.mobile_only = mobile_only
         self._rules = tuple(_RegionRule(r, mobile_only) for r in regions)
         self._cache: dict[str, str | None] = {}
+        home = self._rules[0]
+        self._home_code = home.country_code
+        # A calling code of one region tells a number's country by itself; one shared
+        # (+1: US, CA, ...) needs the first region's own validation.
+        self._home_code_shared = len(COUNTRY_CODE_TO_REGION_CODE[int(home.country_code)]) > 1
 
     def normalise(self, raw: str) -> str | None:
         """Return the number as international digits without "+", or None if invalid."""
@@ -331,6 +336,24 @@ class Normaliser:
                 cache.clear()
             cache[raw] = result
         return result
+
+    def count_abroad(self, numbers: Iterable[str]) -> int:
+        """Count normalised numbers (as `clean` returns them) outside the first country."""
+        code = self._home_code
+        if not self._home_code_shared:  # calling codes are prefix-free
+            return sum(1 for number in numbers if not number.startswith(code))
+        home = self._rules[0]
+        return sum(
+            1
+            for number in numbers
+            if not number.startswith(code)
+            or (
+                home.normalise("+" + number)
+                if home.replayable
+                else _reference_for_region("+" + number, home.region, self.mobile_only)
+            )
+            is None
+        )
 
     def clean(self, entries: Iterable[str]) -> CleanResult:
         """Normalise entries, dropping invalid ones and repeats, keeping first order."""

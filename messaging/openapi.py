@@ -45,6 +45,7 @@ SCHEMAS = (
     "PingResponse",
     "HealthResponse",
     "ErrorResponse",
+    "LimitErrorResponse",
     "InternalErrorResponse",
 )
 JSON_ERROR = {"content": {"application/json": {"schema": "ErrorResponse"}}}
@@ -58,6 +59,13 @@ ERRORS = {
     },
     406: {"description": "Bad input, named in the error. Nothing is sent.", **JSON_ERROR},
     413: {"description": "Body over the size limit (MaxBodyBytes).", **JSON_ERROR},
+    429: {
+        "description": "The request would take its caller (originator) past one of its "
+        'limits (`limit` names it: README "Limits"). Nothing is recorded or sent; '
+        "`Retry-After` says in how many seconds that limit's window frees.",
+        "content": {"application/json": {"schema": "LimitErrorResponse"}},
+        "headers": {"Retry-After": "Retry-After"},
+    },
     431: {
         "description": "Cookie and Authorization headers too large to forward to the auth "
         "service (or refused by it as too large).",
@@ -135,6 +143,13 @@ def build_spec(app) -> dict:
     spec.components.header(
         "X-Request-ID",
         {"description": "This request's id, as in the logs.", "schema": {"type": "string"}},
+    )
+    spec.components.header(
+        "Retry-After",
+        {
+            "description": "Seconds until the window of the limit passed frees.",
+            "schema": {"type": "integer", "minimum": 1},
+        },
     )
     spec.components.security_scheme(
         "ApiKey", {"type": "apiKey", "in": "header", "name": "X-API-Key"}
@@ -224,7 +239,8 @@ def _answer(answer) -> dict:
     if isinstance(answer, str):
         answer = {"description": answer, **JSON_ERROR}
     # A copy: apispec resolves the schema names in place, and ERRORS serves every operation.
-    return {**copy.deepcopy(answer), "headers": {"X-Request-ID": "X-Request-ID"}}
+    answer = copy.deepcopy(answer)
+    return {**answer, "headers": {**answer.get("headers", {}), "X-Request-ID": "X-Request-ID"}}
 
 
 def _msisdn_list(self, field, **kwargs) -> dict:

@@ -4,6 +4,7 @@ from collections.abc import Iterable
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
+from messaging import limits
 from messaging.logs import REQUEST_ID
 
 DEFAULT_PAGE_SIZE = 100
@@ -209,6 +210,27 @@ class ErrorResponse(Schema):
     error = fields.String(required=True)
     refNumber = fields.String(
         metadata={"description": "the send this error concerns, when one was recorded"}
+    )
+
+
+class LimitErrorResponse(Schema):
+    error = fields.String(required=True)
+    limit = fields.String(
+        required=True,
+        metadata={
+            "enum": list(limits.NAMES),
+            "description": "the limit the request would pass (config `limits.<name>`)",
+        },
+    )
+    max = fields.Integer(required=True, metadata={"description": "the caller's limit"})
+    remaining = fields.Integer(
+        required=True, metadata={"description": "what is left of it in the current window"}
+    )
+    requested = fields.Integer(
+        required=True, metadata={"description": "what this request needed of it"}
+    )
+    retryAfter = fields.Integer(
+        required=True, metadata={"description": "seconds until the window frees, as Retry-After"}
     )
 
 

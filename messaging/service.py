@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from messaging import dispatch, webhooks
+from messaging import dispatch, limits, webhooks
 from messaging.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from messaging.providers.base import FAILED, TEMPORARY
 from messaging.queries.dispatch import (
@@ -30,6 +30,7 @@ from messaging.queries.sends import find_send
 from messaging.queries.status import apply_status_updates, latest_message
 from messaging.segments import count_segments, encoding, is_text, smart_encode
 from messaging.services import Services
+from messaging.settings import Limits
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +112,14 @@ def send_sms(
     on_record: Callable[[object, int], None] | None = None,
     on_recorded: Callable[[int], None] | None = None,
     callback_url: str | None = None,
+    caller_limits: Limits | None = None,
 ) -> SendOutcome:
     """Record a send and its recipients, then work on it for up to `wait` seconds (None:
     smsProvider.waitSeconds; 0: answer at once; math.inf: until it is done).
+
+    `caller_limits` (None: none, as for an operator's `flask send`) are the originator's
+    (limits.for_caller): a send that would pass one raises LimitExceeded and is not
+    recorded at all.
 
     Every status change of its messages is POSTed to `callback_url` (None:
     deliveryStatus.callbackUrl, if set), which is refused with InvalidInput unless it is
@@ -153,6 +159,10 @@ def send_sms(
         msisdns, send_ids, opted_out, opted_out_ids = _without_opted_out(
             cleaned.valid, ids, suppressed
         )
+        if limits.limited(caller_limits):
+            # Before the send is recorded, so a refusal rolls back little; what counts is
+            # what would be sent (the opted-out are recorded, never sent).
+            limits.charge(cur, originator, caller_limits, msisdns, services.normaliser)
         sendlog_id, senttime = record_send(
             cur,
             originator=originator,

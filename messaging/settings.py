@@ -109,6 +109,21 @@ class InboundSettings:
     opt_in_keywords: tuple[str, ...] = OPT_IN_KEYWORDS
 
 
+# An API key's own limit that lifts the config's (stored as -1; see migration 0022).
+UNLIMITED = -1
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one caller (originator) may send: None is no limit. Config `limits` gives every
+    caller's; an API key's own (limits.py) take their place."""
+
+    requests_per_minute: int | None = None
+    recipients_per_day: int | None = None
+    # Recipients outside the first of smsProvider.countries.
+    international_per_day: int | None = None
+
+
 @dataclass(frozen=True)
 class DatabaseSettings:
     driver: str = "embedded"
@@ -131,6 +146,7 @@ class Config:
     authentication: AuthSettings = field(default_factory=AuthSettings)
     delivery_status: DeliveryStatusSettings = field(default_factory=DeliveryStatusSettings)
     inbound: InboundSettings = field(default_factory=InboundSettings)
+    limits: Limits = field(default_factory=Limits)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     database_url: str | None = field(default=None, repr=False)
     # One line per unknown key the file gave (loaded and ignored); logged at start-up.

@@ -160,7 +160,7 @@ def register_error_handlers(app) -> None:
 
     @app.errorhandler(MessagingError)
     def messaging_error(err: MessagingError):
-        return jsonify({"error": err.message, **err.details}), err.status_code
+        return jsonify({"error": err.message, **err.details}), err.status_code, err.headers
 
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException):

@@ -103,7 +103,7 @@ def test_the_document_takes_parameters_and_bodies_from_the_schemas(client):
     spec = client.get("/openapi.json").json
 
     send = spec["paths"]["/sendsms"]["post"]
-    assert {"200", "202", "401", "403", "406", "409", "413", "431", "500", "503"} == set(
+    assert {"200", "202", "401", "403", "406", "409", "413", "429", "431", "500", "503"} == set(
         send["responses"]
     )
     assert "X-Request-ID" in send["responses"]["200"]["headers"]
@@ -250,6 +250,20 @@ def test_error_answers_match_the_document(checked):
     )
     assert call_small("POST", "/normalize", json=big).status_code == 413
     assert call_small("POST", "/sendsms", json=big).status_code == 413
+
+
+def test_a_refusal_over_a_limit_matches_the_document(checked):
+    limited = base_config()
+    limited["limits"] = {"recipientsPerDay": 1}
+    call = checked(limited)
+    hi = {"message": "Hi", "msisdns": ["0830000000"]}
+    assert call("POST", "/sendsms", json=hi).status_code == 200
+    refused = call("POST", "/sendsms", json=hi)
+    assert refused.status_code == 429
+    assert refused.get_json()["limit"] == "recipientsPerDay"
+    assert refused.headers["Retry-After"].isdigit()
+    query = {"message": "Hi", "msisdns": "0840000000"}
+    assert call("GET", "/sendsms", query_string=query).status_code == 429
 
 
 class _Assets(HTMLParser):
