@@ -146,22 +146,20 @@ def send_sms(
     scheduled = send_at is not None and send_at > datetime.now(UTC)
     wait = settings.wait_seconds if wait is None else wait
     works_on_it = wait > 0 and not scheduled
-    size = batch_size(services)
 
     with services.db.transaction() as cur:
         ids = allocate_ids(cur, len(cleaned.valid))
         msisdns, send_ids, opted_out, opted_out_ids = _without_opted_out(
             cleaned.valid, ids, suppressed(cur, cleaned.valid) if cleaned.valid else set()
         )
+        batches = provider_batches(services, msisdns, send_ids)
         sendlog_id, senttime = record_send(
             cur,
             originator=originator,
             message=message,
             sender=sender,
-            msisdns=msisdns,
-            ids=send_ids,
+            batches=batches,
             segments=segments,
-            batch_size=size,
             bulk=len(cleaned.valid) >= settings.bulk_threshold,
             send_at=stored_send_at,
             callback_url=callback_url,
@@ -169,7 +167,7 @@ def send_sms(
             # A send of one batch that this request sends itself at once gains nothing from
             # a dispatcher woken to race it for the batch (and the request, losing, would
             # poll until the dispatcher is done); one left behind is found within a second.
-            notify=not (works_on_it and len(msisdns) <= size),
+            notify=not (works_on_it and len(batches) <= 1),
         )
         if opted_out:
             record_opted_out(cur, sendlog_id, senttime, message, segments, opted_out, opted_out_ids)
@@ -223,6 +221,41 @@ def _callback(services: Services, url: str | None) -> tuple[str | None, bool]:
 
 def batch_size(services: Services) -> int:
     return min(services.config.provider.max_batch_size, services.provider.max_batch_size)
+
+
+def provider_batches(
+    services: Services, msisdns: list[str], ids: list[int]
+) -> list[tuple[list[str], list[int]]]:
+    """Split recipients into provider batches: numbers served by the same providers
+    together (routing rules), as many a batch as the largest of them takes in a request
+    (a provider taking fewer splits the batch when it gets it)."""
+    providers = services.providers
+    if not providers.several:
+        groups = {(): (msisdns, ids)}
+        sizes = {(): batch_size(services)}
+    else:
+        everything = all(c.routing.everything for c in providers)
+        groups = {}
+        for msisdn, sms_id in zip(msisdns, ids, strict=True):
+            key = () if everything else providers.route_key(msisdn)
+            group = groups.setdefault(key, ([], []))
+            group[0].append(msisdn)
+            group[1].append(sms_id)
+        enabled = [c for c in providers if c.enabled] or [providers.primary]
+        sizes = {
+            key: max(
+                c.batch_size for c in (enabled if not key else [providers.get(k) for k in key])
+            )
+            for key in groups
+        }
+    batches = []
+    for key, (numbers, sms_ids) in groups.items():
+        size = sizes[key]
+        batches += [
+            (numbers[start : start + size], sms_ids[start : start + size])
+            for start in range(0, len(numbers), size)
+        ]
+    return batches
 
 
 def _outcome(sendlog_id, progress, cleaned, message, scheduled=False) -> SendOutcome:
