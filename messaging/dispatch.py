@@ -601,7 +601,8 @@ class Worker:
             )
             if accepted is not None:
                 # Receipts that overtook this batch (they came before its rows existed).
-                apply_early_receipts(cur, [outcome[2] for outcome in outcomes if outcome[2]])
+                provider_ids = [outcome[2] for outcome in outcomes if outcome[2]]
+                apply_early_receipts(cur, provider_ids, self.services.owner(source))
                 for code, msisdns in opted_out.items():
                     add_optouts(cur, msisdns, f"{self.plugin(batch).name} error {code}")
                 finish_if_done(cur, batch.send_id)

@@ -348,8 +348,8 @@ def message_status(services: Services, msisdn: str, owner: str | None = None) ->
         row = latest_message(cur, number, owner)
     if row is None:
         return None
-    _, status, provider_id = row
-    provider = services.provider
+    _, status, provider_id, carrier = row
+    provider = services.plugin_of(carrier)
     if status != "sent" or not provider_id or not provider.can_query_status:
         return status
     try:
@@ -361,6 +361,6 @@ def message_status(services: Services, msisdn: str, owner: str | None = None) ->
     if not final:
         return status
     with services.db.transaction() as cur:
-        apply_status_updates(cur, final, "poll")
+        apply_status_updates(cur, final, "poll", services.owner(carrier))
         row = latest_message(cur, number, owner)
     return row[1] if row else FAILED

@@ -9,6 +9,7 @@ from messaging.health import Health
 from messaging.msisdn import Normaliser
 from messaging.providers.base import Provider
 from messaging.providers.registry import Providers
+from messaging.queries.status import Owner
 from messaging.settings import Config
 
 
@@ -28,6 +29,13 @@ class Services:
         primary, which `provider` is)."""
         configured = self.providers.get(key)
         return self.provider if configured is self.providers.primary else configured.provider
+
+    def owner(self, key: str | None) -> Owner:
+        """Whose messages a status answer from the provider of this name may change."""
+        configured = self.providers.get(key)
+        primary = configured is self.providers.primary
+        others = tuple(c.key for c in self.providers if c is not configured) if primary else ()
+        return Owner(configured.key, primary, others, self.providers.several)
 
 
 def init_app(app, services: Services) -> None:

@@ -111,15 +111,6 @@ class Providers:
     def is_primary(self, key: str) -> bool:
         return key == self.primary.key
 
-    def for_callback(self, name: str) -> list[Configured]:
-        """The providers a push to /callbacks/<name> may come from: the one of that
-        configured name (case-insensitive), else every one of that plugin, in order."""
-        lowered = name.lower()
-        exact = [c for c in self.configured if c.key.lower() == lowered]
-        if exact:
-            return exact
-        return [c for c in self.configured if c.provider.name.lower() == lowered]
-
     def serving(self, msisdns: list[str], exclude: Iterable[str] = ()) -> list[Configured]:
         """The enabled providers that serve every one of these numbers, but those excluded."""
         excluded = set(exclude)

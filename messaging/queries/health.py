@@ -25,16 +25,17 @@ def note_calls(cur, provider, accepted=0, refused=0, errors=0):
 def finals_of(changed: str) -> str:
     """A CTE (starting with a comma) counting the messages of CTE `changed` (with columns
     provider, sendlogid, status) that became final, with the seconds since their send (or
-    its sendAt), per provider. The statement must take the sendlog rows' locks already."""
+    its sendAt), per provider, when the statement's %(count_finals)s is true."""
     return f"""
         , finals AS (
             INSERT INTO provider_calls AS c (provider, writer, bucket, finals, finalseconds)
             SELECT f.provider, {_WRITER}, {_BUCKET}, count(*),
                    sum(GREATEST(0, EXTRACT(EPOCH FROM (now() AT TIME ZONE 'utc')
                                 - GREATEST(sendlog.senttime, COALESCE(sendlog.sendat,
-                                                                      sendlog.senttime))))))
+                                                                      sendlog.senttime)))))
             FROM {changed} AS f JOIN sendlog ON sendlog.id = f.sendlogid
-            WHERE f.provider IS NOT NULL AND f.status IN ('delivered', 'failed')
+            WHERE %(count_finals)s AND f.provider IS NOT NULL
+              AND f.status IN ('delivered', 'failed')
             GROUP BY f.provider
             ON CONFLICT (provider, bucket, writer) DO UPDATE
             SET finals = c.finals + EXCLUDED.finals,
