@@ -229,7 +229,10 @@ class Worker:
         if not self.providers.several:
             return self.providers.primary.key
         enabled = [c for c in self.providers if c.enabled]
-        chosen = self.providers.choose(enabled, self.health.factors())
+        factors = self.health.factors()
+        chosen = self.providers.choose(enabled, factors) or self.providers.next_in_line(
+            enabled, factors
+        )
         return (chosen or self.providers.primary).key
 
     def claim(self) -> Batch | None:
