@@ -545,7 +545,8 @@ def webhooks_secret():
 @click.option(
     "--until-idle",
     is_flag=True,
-    help="Exit once no batch is waiting or being sent, instead of running until stopped.",
+    help="Exit once no batch is waiting or being sent and no webhook is due, instead of "
+    "running until stopped.",
 )
 @with_appcontext
 def dispatch_command(concurrency, until_idle):

@@ -733,7 +733,7 @@ class Dispatcher:
         self.wakeup = Wakeup(services.db.dsn)
         self.webhooks = webhooks.Sender(services, self.name, self.stop, self.wakeup.webhooks)
         self.batches = 0
-        # Exit once there is no batch left at all (flask dispatch --until-idle).
+        # Exit once there is no batch left at all and no webhook due (--until-idle).
         self.idle_exit = False
         self._lock = threading.Lock()
 

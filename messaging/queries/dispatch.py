@@ -470,8 +470,15 @@ def send_progress(cur, sendlog_id):
 
 
 def has_work(cur):
-    """Is any batch waiting, due or not, or being sent?"""
-    cur.execute("SELECT EXISTS (SELECT 1 FROM dispatch_batches)")
+    """Is any batch waiting, due or not, or being sent, or a webhook due now or being
+    delivered? (One backing off after a failed delivery waits for the next dispatcher.)"""
+    cur.execute(
+        """
+        SELECT EXISTS (SELECT 1 FROM dispatch_batches)
+            OR EXISTS (SELECT 1 FROM webhook_outbox
+                       WHERE state = 'sending' OR (state = 'ready' AND due <= now()))
+        """
+    )
     return cur.fetchone()[0]
 
 
