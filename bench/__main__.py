@@ -13,6 +13,7 @@ from pathlib import Path
 from bench import (
     b_poll,
     f1_fairness,
+    fo1_failover,
     l1_long_send,
     m1_memory,
     n1_normalise,
@@ -59,6 +60,11 @@ BENCHMARKS = {
         b_poll.run,
         ">= 20,000/s and ratio >= 1/3",
         lambda r: r["value"] >= 20_000 and r["ratio"] >= 1 / 3,
+    ),
+    "FO1": (
+        fo1_failover.run,
+        "all answered, 0 doubled, ratio < 2",
+        lambda r: r["answered"] == fo1_failover.RECIPIENTS and r["doubled"] == 0 and r["ratio"] < 2,
     ),
     "W1": (
         w1_webhooks.run,

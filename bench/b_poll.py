@@ -23,8 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from messaging import polling
 from messaging.config import Config
 from messaging.db import Database, apply_migrations, database_url
+from messaging.health import Health
 from messaging.msisdn import Normaliser
 from messaging.providers.mock import MockProvider
+from messaging.providers.registry import Configured, Providers, Routing
 from messaging.services import Services
 
 LOCAL_SERVER = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
@@ -119,7 +121,16 @@ def measure(n: int) -> tuple[dict, polling.PollSummary]:
 
         fill(url, n)
         config = Config(database_url=url)
-        services = Services(config, database, MockProvider(config.provider), Normaliser(("ZA",)))
+        mock = MockProvider(config.provider)
+        providers = Providers([Configured(mock.name, mock, config.provider, Routing())])
+        services = Services(
+            config,
+            database,
+            mock,
+            Normaliser(("ZA",)),
+            providers,
+            Health(database, providers, config.health),
+        )
         summary = polling.poll(services)
         if summary.checked != n or not summary.ok:
             raise AssertionError(f"poll run incomplete: {summary.line()}")

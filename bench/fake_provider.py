@@ -11,7 +11,8 @@ without a thread each; `capacity` measures that it keeps up (see `check_capacity
 numbers came more than once, the most requests in flight at once, the connections that
 brought them and each request's
 arrival (time.time(), comparable with the benchmark's clock on one machine).
-`POST /_bench/reset` forgets it all.
+`POST /_bench/reset` forgets it all. Given `REFUSE_AFTER`, it answers 503 to every send
+once it has taken that many numbers (a provider going down mid-send), counting those.
 """
 
 import asyncio
@@ -49,6 +50,8 @@ class Recorder:
         self.most_in_flight = 0
         self.connections = 0  # that sent requests: many more than were in flight is churn
         self.next_id = 0
+        self.refused = 0  # requests answered 503 once past REFUSE_AFTER
+        self.admitted = 0  # numbers of the requests taken in, counted as they arrive
 
     def provider_id(self) -> str:
         self.next_id += 1
@@ -62,6 +65,7 @@ class Recorder:
             "doubled": sum(1 for count in self.received.values() if count > 1),
             "most_in_flight": self.most_in_flight,
             "connections": self.connections,
+            "refused": self.refused,
             "arrivals": self.arrivals,
         }
 
@@ -119,7 +123,7 @@ def response_bytes(status: int, payload: object) -> bytes:
     return head.encode() + body
 
 
-async def serve(kind: str, latency: float) -> None:
+async def serve(kind: str, latency: float, refuse_after: int | None = None) -> None:
     path, numbers_of, answer = KINDS[kind]
     recorder = Recorder()
 
@@ -132,6 +136,10 @@ async def serve(kind: str, latency: float) -> None:
         if method != "POST" or target != path:
             return 404, {"error": f"no {method} {target} here"}
         numbers = numbers_of(body)
+        if refuse_after is not None and recorder.admitted >= refuse_after:
+            recorder.refused += 1
+            return 503, {"error": "refusing"}
+        recorder.admitted += len(numbers)
         recorder.arrivals.append((time.time(), numbers[0]))
         recorder.in_flight += 1
         recorder.most_in_flight = max(recorder.most_in_flight, recorder.in_flight)
@@ -186,10 +194,11 @@ class Fake:
 
 
 @contextlib.contextmanager
-def fake_provider(kind: str, latency: float) -> Iterator[Fake]:
+def fake_provider(kind: str, latency: float, refuse_after: int | None = None) -> Iterator[Fake]:
     """Run the fake in a process of its own; yield it, stop it afterwards."""
+    refusing = [str(refuse_after)] if refuse_after is not None else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.fake_provider", kind, str(latency)],
+        [sys.executable, "-m", "bench.fake_provider", kind, str(latency), *refusing],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -252,4 +261,5 @@ def check_capacity(fake: Fake, connections: int, needed: float) -> float:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(sys.argv[1], float(sys.argv[2])))
+    refuse_after = int(sys.argv[3]) if len(sys.argv) > 3 else None
+    asyncio.run(serve(sys.argv[1], float(sys.argv[2]), refuse_after))

@@ -20,8 +20,9 @@ from messaging import (
     web,
 )
 from messaging.config import config_from_mapping, load_config
+from messaging.health import Health
 from messaging.msisdn import Normaliser
-from messaging.providers.base import load_provider
+from messaging.providers.registry import load_providers
 from messaging.settings import Config
 
 log = logging.getLogger(__name__)
@@ -44,17 +45,20 @@ def create_app(test_config: Config | Mapping | None = None) -> Flask:
     logs.init_app(app, config)
     for warning in config.warnings:
         log.warning("config: %s", warning)
-    # The provider first: a misspelt name stops start-up before the database is touched.
-    provider = load_provider(config.provider)
+    # The providers first: a misspelt name stops start-up before the database is touched.
+    providers = load_providers(config)
     database = db.prepare(config)
-    dispatch.share_rate_limit(provider, database)
+    for configured in providers:
+        dispatch.share_rate_limit(configured.provider, database, configured.key)
     services.init_app(
         app,
         services.Services(
             config=config,
             db=database,
-            provider=provider,
+            provider=providers.primary.provider,
             normaliser=Normaliser(config.provider.countries, config.provider.mobile_only),
+            providers=providers,
+            health=Health(database, providers, config.health),
         ),
     )
     web.register_error_handlers(app)

@@ -421,6 +421,14 @@ def stats_command(since, until):
     for status in ("delivered", "failed", "sent", "queued"):
         click.echo(f"{status:<10} {totals[status]:>10}")
     click.echo(f"{'total':<10} {sum(totals.values()):>10}")
+    if services().providers.several:
+        click.echo("provider weights (configured x health = current):")
+        for weight in services().health.weights():
+            why = f"  {weight.reason}" if weight.reason else ""
+            click.echo(
+                f"  {weight.provider:<20} {weight.weight:g} x {weight.factor:.2f} = "
+                f"{weight.current:.2f}{why}"
+            )
 
 
 EVERY_FROM_CONFIG = "updateInverval"

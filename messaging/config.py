@@ -26,6 +26,7 @@ from messaging.settings import (
     Config,
     DatabaseSettings,
     DeliveryStatusSettings,
+    HealthSettings,
     InboundSettings,
     Limits,
     OptionMap,
@@ -178,6 +179,27 @@ def _countries(value: Any, path: str) -> tuple[str, ...]:
         if code not in codes:
             codes.append(code)
     return tuple(codes)
+
+
+def _prefixes(value: Any, path: str) -> tuple[str, ...]:
+    expected = 'a list of international number prefixes such as ["26771", "26772"]'
+    if not isinstance(value, list):
+        raise _fail(path, expected, value)
+    prefixes: list[str] = []
+    for item in value:
+        digits = item.strip().removeprefix("+") if isinstance(item, str) else None
+        if not digits or not re.fullmatch(r"[0-9]{1,15}", digits):
+            raise _fail(path, expected, item)
+        if digits not in prefixes:
+            prefixes.append(digits)
+    return tuple(prefixes)
+
+
+def _fraction(value: Any, path: str) -> float:
+    number = _finite(value)
+    if number is None or not 0 < number <= 1:
+        raise _fail(path, "a number above 0 and at most 1", value)
+    return number
 
 
 def _permission(value: Any, path: str) -> str:
@@ -389,6 +411,42 @@ _PROVIDER = _section(
         _key("custom3", "custom3", _string(secret=True)),
         _key("maxRequestsPerSecond", "max_requests_per_second", _optional(_number(0))),
         _key("options", "options", _options),
+        # Several providers (smsProviders, or smsProvider beside them).
+        _key("id", "id", _optional(_string(non_empty=True))),
+        _key("weight", "weight", _number(0, inclusive=True)),
+        _key("prefixes", "prefixes", _prefixes),
+    ],
+)
+
+
+def _provider_list(value: Any, path: str) -> tuple[ProviderSettings, ...]:
+    """smsProviders: a non-empty list of smsProvider entries, each with its routing rules."""
+    if not isinstance(value, list) or not value:
+        raise _fail(path, "a non-empty list of provider objects like smsProvider", value, True)
+    entries = []
+    for index, item in enumerate(value):
+        entry_path = f"{path}[{index}]"
+        settings = _PROVIDER(item, entry_path)
+        if "name" not in {key.lower() for key in item}:
+            raise ConfigError(f"{entry_path}.name: every provider needs a name", key=entry_path)
+        # Countries named by an entry are the numbers it serves; without them it serves all.
+        given = "countries" in {key.lower() for key in item}
+        entries.append(
+            dataclasses.replace(settings, route_countries=settings.countries if given else ())
+        )
+    return tuple(entries)
+
+
+_HEALTH = _section(
+    HealthSettings,
+    [
+        _key("window", "window", parse_duration),
+        _key("maxFailureRate", "max_failure_rate", _fraction),
+        _key("minCalls", "min_calls", _integer(1, None, "a positive integer")),
+        _key("maxTimeToFinal", "max_time_to_final", parse_duration),
+        _key("minFinals", "min_finals", _integer(1, None, "a positive integer")),
+        _key("recoveryStep", "recovery_step", _fraction),
+        _key("recoveryInterval", "recovery_interval", parse_duration),
     ],
 )
 
@@ -471,6 +529,8 @@ _CONFIG = _section(
         _key("LogFormat", "log_format", _choice("text", "json")),
         _key("MaxBodyBytes", "max_body_bytes", _integer(1, None, "a positive integer")),
         _key("smsProvider", "provider", _PROVIDER),
+        _key("smsProviders", "providers", _provider_list),
+        _key("providerHealth", "health", _HEALTH),
         _key("authentication", "authentication", _AUTH),
         _key("deliveryStatus", "delivery_status", _DELIVERY_STATUS),
         _key("inbound", "inbound", _INBOUND),
@@ -517,6 +577,7 @@ def config_from_mapping(
                 "(flask webhooks secret makes one)",
                 key="deliveryStatus.callbackSecret",
             )
+    config = _with_providers(config, any(key.lower() == "smsprovider" for key in data))
     database = config.database
     if base_dir is not None:
         data_dir = os.path.join(base_dir, os.path.expanduser(database.data_dir))
@@ -527,6 +588,40 @@ def config_from_mapping(
         database_url=database_url if database_url is not None else config.database_url,
         warnings=tuple(unknown),
     )
+
+
+def _with_providers(config: Config, has_single: bool) -> Config:
+    """Put smsProvider (when given) and smsProviders in one list, the first being the
+    provider whose settings hold for the whole service; check their names are unique.
+
+    Numbers are accepted for every country a provider names; smsProvider's countries are
+    also the numbers it serves, as they always were."""
+    if not config.providers:
+        return config
+    first = (dataclasses.replace(config.provider, route_countries=config.provider.countries),)
+    providers = (first if has_single else ()) + config.providers
+    paths = (["smsProvider"] if has_single else []) + [
+        f"smsProviders[{n}]" for n in range(len(config.providers))
+    ]
+    seen: dict[str, str] = {}
+    for path, settings in zip(paths, providers, strict=True):
+        first = seen.get(settings.key.lower())
+        if first is not None:
+            raise ConfigError(
+                f"{path}: the provider name {settings.key!r} is already {first}'s; "
+                'give one of them an "id" of its own',
+                key=f"{path}.id",
+            )
+        seen[settings.key.lower()] = path
+    countries: list[str] = []
+    for settings in providers:
+        countries += [code for code in settings.route_countries if code not in countries]
+    primary = dataclasses.replace(
+        providers[0],
+        countries=tuple(countries) or ("ZA",),
+        enabled=any(settings.enabled for settings in providers),
+    )
+    return dataclasses.replace(config, provider=primary, providers=providers)
 
 
 def strip_comments(text: str) -> str:

@@ -35,7 +35,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import psycopg2
@@ -47,6 +47,7 @@ from messaging.errors import MessagingError, ProviderError, ProviderUnavailable
 from messaging.providers.base import OUTCOME_UNKNOWN, TEMPORARY, Recipient
 from messaging.queries.dispatch import (
     DISPATCH_CHANNEL,
+    assign_batch,
     claim_abandoned,
     claim_ready,
     extend_lease,
@@ -57,6 +58,7 @@ from messaging.queries.dispatch import (
     heartbeat,
     lock_send,
     next_due_seconds,
+    note_failover,
     note_failure,
     record_batch,
     release_claims,
@@ -73,6 +75,7 @@ from messaging.settings import call_budget
 log = logging.getLogger(__name__)
 
 NO_ANSWER = ("", "No answer from the provider for this recipient")
+NO_PROVIDER = ("", "No enabled provider serves this number")
 UNEXPECTED = ("", "Provider call failed unexpectedly")
 # How long a write after a provider call keeps trying while the database is away.
 WRITE_RETRY_SECONDS = 15.0
@@ -112,12 +115,32 @@ class Batch:
     message: str
     sender: str | None
     senttime: datetime
-    lease: str  # who holds it: the worker's name and the claim's number
+    provider: str | None = None  # the configured name of the provider it is handed to
+    refused_by: list[str] = field(default_factory=list)  # refused it unprocessed, this round
+    rejected_by: list[str] = field(default_factory=list)  # rejected its recipients
+    lease: str = ""  # who holds it: the worker's name and the claim's number
     abandoned: bool = False
 
     @property
     def recipients(self) -> list[Recipient]:
         return [Recipient(m, str(i)) for m, i in zip(self.msisdns, self.ids, strict=True)]
+
+    def only(self, count: int, **changes) -> "Batch":
+        """This batch cut to its first `count` recipients, with other changes."""
+        return replace(self, msisdns=self.msisdns[:count], ids=self.ids[:count], **changes)
+
+
+@dataclass(frozen=True)
+class Requeue:
+    """Recipients of a batch put back as a batch of their own: after `delay` seconds, kept
+    from the providers named, and with a failover event (code, reason) when they move."""
+
+    references: frozenset[str]
+    delay: float
+    error: str
+    refused_by: tuple[str, ...] = ()
+    rejected_by: tuple[str, ...] = ()
+    failover: tuple[str, str] | None = None
 
 
 class SharedRateLimit:
@@ -137,10 +160,11 @@ class SharedRateLimit:
             self._sleep(wait)
 
 
-def share_rate_limit(provider, db: Database) -> None:
-    """Swap a provider's per-process throttle for the one every process shares."""
+def share_rate_limit(provider, db: Database, key: str | None = None) -> None:
+    """Swap a provider's per-process throttle for the one every process shares (per
+    configured provider: two accounts of one plugin each have their own)."""
     if provider.requests_per_second:
-        provider.throttle = SharedRateLimit(db, provider.name, provider.requests_per_second)
+        provider.throttle = SharedRateLimit(db, key or provider.name, provider.requests_per_second)
 
 
 def write(db: Database, action: Callable):
@@ -162,7 +186,12 @@ def write(db: Database, action: Callable):
 
 
 class Worker:
-    """Claims batches (of one send, or of all) and takes each through send and record."""
+    """Claims batches (of one send, or of all) and takes each through send and record.
+
+    With several providers (smsProviders) a batch goes to one chosen by weight and health
+    among those serving its numbers; refused unprocessed, it moves to the next (a
+    `failover` event per recipient), and only when none is left does the back-off apply.
+    """
 
     def __init__(
         self,
@@ -173,7 +202,8 @@ class Worker:
     ):
         self.services = services
         self.db = services.db
-        self.provider = services.provider
+        self.providers = services.providers
+        self.health = services.health
         self.settings = services.config.provider
         self.name = name or worker_name()
         self.send_id = send_id
@@ -181,11 +211,35 @@ class Worker:
         # request working on its own send leaves that to them.
         self.takes_over = takes_over
         self._next_takeover = 0.0
-        self.lease = lease_seconds(self.settings)
+        # Long enough for a call to the slowest provider (a batch moved to another
+        # provider has its lease set for that one's call).
+        self.lease = max(lease_seconds(c.settings) for c in self.providers)
         self.on_recorded: Callable[[int], None] | None = None  # recipients settled
         self.lost_claims: list[str] = []  # leases of claims whose answer was lost
 
+    @property
+    def provider(self):
+        """The primary provider's plugin."""
+        return self.services.provider
+
+    def plugin(self, batch: Batch):
+        return self.services.plugin_of(batch.provider)
+
+    def key(self, batch: Batch) -> str:
+        return self.providers.get(batch.provider).key
+
     # --- 1. claim ---
+
+    def first_choice(self) -> str:
+        """The provider a claimed batch goes to unless its numbers or history say otherwise."""
+        if not self.providers.several:
+            return self.providers.primary.key
+        enabled = [c for c in self.providers if c.enabled]
+        factors = self.health.factors()
+        chosen = self.providers.choose(enabled, factors) or self.providers.next_in_line(
+            enabled, factors
+        )
+        return (chosen or self.providers.primary).key
 
     def claim(self) -> Batch | None:
         # Each claim holds its batch under a lease name of its own. A claim of a ready batch
@@ -206,7 +260,7 @@ class Worker:
             if row is None:
                 lease = self._lease_name()
                 self.lost_claims.append(lease)  # until the commit is known to have landed
-                row = claim_ready(cur, lease, self.lease, self.send_id)
+                row = claim_ready(cur, lease, self.lease, self.send_id, self.first_choice())
         self.lost_claims.clear()
         return None if row is None else Batch(*row, lease=lease, abandoned=abandoned)
 
@@ -229,49 +283,205 @@ class Worker:
             self.send(batch)
         return True
 
+    def assign(self, batch: Batch) -> Batch | None:
+        """Settle which provider a claimed batch goes to (one serving its numbers, not one
+        that refused or rejected it, by weight and health) and cut it to that provider's
+        batch size, the rest going back as a batch of its own. None: nothing to send now
+        (no provider left this round, none serves the numbers, or the lease was lost)."""
+        if not self.providers.several:
+            configured = self.providers.primary
+            if len(batch.ids) <= configured.batch_size:
+                return batch
+            candidates = [configured]
+        else:
+            avoid = batch.refused_by + batch.rejected_by
+            candidates = self.providers.serving(batch.msisdns, exclude=avoid)
+            if not candidates and batch.rejected_by:
+                # Whoever else could take them has refused for now: a rejection by one
+                # of them is not for ever, so it may be asked again.
+                candidates = self.providers.serving(batch.msisdns, exclude=batch.refused_by)
+            if not candidates:
+                return self.nowhere_to_go(batch)
+        factors = self.health.factors()
+        current = next((c for c in candidates if c.key == batch.provider), None)
+        if current is None or (
+            factors.get(current.key, 1.0) <= 0
+            and any(c.weight * factors.get(c.key, 1.0) > 0 for c in candidates)
+        ):
+            current = self.providers.choose(candidates, factors) or self.providers.next_in_line(
+                candidates, factors
+            )
+        size = current.batch_size
+        if current.key == batch.provider and len(batch.ids) <= size:
+            return batch
+        lease = lease_seconds(current.settings)
+        if not write(
+            self.db,
+            lambda cur: assign_batch(cur, batch.id, batch.lease, current.key, size, lease),
+        ):
+            return None
+        return batch.only(size, provider=current.key)
+
+    def nowhere_to_go(self, batch: Batch) -> None:
+        """No provider may take the batch: every one serving it refused it this round (the
+        back-off applies, as with one provider), or none serves its numbers."""
+        if batch.refused_by and self.providers.serving(batch.msisdns):
+            reason = batch.last_error or "every provider refused for now"
+            self.refused_for_now(batch, ProviderUnavailable("", reason), noted=True)
+            return None
+        self.refused(batch, ProviderError(*NO_PROVIDER), noted=True)
+        return None
+
     # --- 2. send ---
 
     def send(self, batch: Batch) -> None:
+        batch = self.assign(batch)
+        while batch is not None:
+            batch = self.send_to_provider(batch)
+
+    def send_to_provider(self, batch: Batch) -> Batch | None:
+        """Send the batch to its provider and record the answer; return the batch again
+        when it moved to another provider (refused unprocessed), else None."""
         recipients = batch.recipients
+        provider = self.plugin(batch)
         began = time.perf_counter()
         try:
-            results = self.provider.send_batch(recipients, batch.message, batch.sender)
+            results = provider.send_batch(recipients, batch.message, batch.sender)
         except ProviderUnavailable as err:
-            self.refused_for_now(batch, err)
-            return
+            moved = self.fail_over(batch, err)
+            if moved is None:
+                self.refused_for_now(batch, err)
+            return moved
         except ProviderError as err:
+            moved = self.fail_over(batch, err)
+            if moved is not None:
+                return moved
             log.warning(
                 "send %s: %s refused batch %d (%d recipients): %s",
                 batch.send_id,
-                self.provider.name,
+                self.key(batch),
                 batch.seq,
                 len(recipients),
                 err.message,
             )
             self.refused(batch, err)
-            return
+            return None
         except Exception:
-            log.exception("send %s: %s failed unexpectedly", batch.send_id, self.provider.name)
-            self.refused(batch, ProviderError(*UNEXPECTED))
-            return
+            log.exception("send %s: %s failed unexpectedly", batch.send_id, self.key(batch))
+            self.refused(batch, ProviderError(*UNEXPECTED), errors=1)
+            return None
         log.info(
             "send %s: batch %d (%d recipients) to %s in %.3fs",
             batch.send_id,
             batch.seq,
             len(recipients),
-            self.provider.name,
+            self.key(batch),
             time.perf_counter() - began,
         )
+        requeues = []
         retry = [r for r in results if r.retry_later]
-        if retry and self.retry_window_left(batch):
-            # Some were refused for now after others went: those go again later.
-            later = {r.reference for r in retry}
-            settled = [r for r in results if r.reference not in later]
-            delay = self.backoff(batch)
-            error = f"Error {retry[0].error_code}: {retry[0].reason}"
-            self.record(batch, self.outcomes(batch, settled, skip=later), (later, delay, error))
-            return
-        self.record(batch, self.outcomes(batch, results))
+        if retry:
+            later = self.retry_elsewhere(batch, retry) or self.retry_later(batch, retry)
+            if later is not None:
+                requeues.append(later)
+        rejected = self.rejected_elsewhere(batch, results)
+        if rejected is not None:
+            requeues.append(rejected)
+        skip = frozenset().union(*(r.references for r in requeues)) if requeues else frozenset()
+        unknown = bool(results) and all(r.reason == OUTCOME_UNKNOWN for r in results)
+        self.record(batch, self.outcomes(batch, results, skip=skip), requeues, unknown=unknown)
+        return None
+
+    def fail_over(self, batch: Batch, err: ProviderError) -> Batch | None:
+        """Move a batch its provider refused unprocessed to the next provider serving its
+        numbers that has not refused it this round (a `failover` event per recipient);
+        return it as handed over, or None when no provider is left."""
+        if not self.providers.several:
+            return None
+        source = self.key(batch)
+        refused = [*batch.refused_by, source]
+        candidates = self.providers.serving(batch.msisdns, exclude=refused + batch.rejected_by)
+        factors = self.health.factors()
+        target = self.providers.choose(candidates, factors) or self.providers.next_in_line(
+            candidates, factors
+        )
+        if target is None:
+            return None
+        size = target.batch_size
+        lease = lease_seconds(target.settings)
+        reason = f"moved from {source} to {target.key}: {err.message}"
+
+        def move(cur):
+            self.health.note(cur, source, refused=1)
+            if not assign_batch(cur, batch.id, batch.lease, target.key, size, lease, refused):
+                return False
+            note_failover(cur, batch.send_id, batch.ids, batch.msisdns, err.code, reason)
+            return True
+
+        if not write(self.db, move):
+            return None
+        log.warning(
+            "send %s: batch %d (%d recipients) %s", batch.send_id, batch.seq, len(batch.ids), reason
+        )
+        return batch.only(size, provider=target.key, refused_by=refused)
+
+    def retry_elsewhere(self, batch: Batch, retry) -> Requeue | None:
+        """Recipients the provider refused for now after others went: to another provider
+        at once, when one serves them."""
+        if not self.providers.several:
+            return None
+        source = self.key(batch)
+        refused = (*batch.refused_by, source)
+        references = frozenset(r.reference for r in retry)
+        msisdns = [m for m, i in zip(batch.msisdns, batch.ids, strict=True) if str(i) in references]
+        if not self.providers.serving(msisdns, exclude=refused + tuple(batch.rejected_by)):
+            return None
+        error = f"Error {retry[0].error_code}: {retry[0].reason}"
+        reason = f"moved from {source}: {retry[0].reason or 'refused for now'}"
+        return Requeue(
+            references, 0.0, error, refused, tuple(batch.rejected_by), (retry[0].error_code, reason)
+        )
+
+    def retry_later(self, batch: Batch, retry) -> Requeue | None:
+        """Recipients refused for now after others went: again later, within the window."""
+        if not self.retry_window_left(batch):
+            return None
+        error = f"Error {retry[0].error_code}: {retry[0].reason}"
+        references = frozenset(r.reference for r in retry)
+        return Requeue(references, self.backoff(batch), error, (), tuple(batch.rejected_by))
+
+    def rejected_elsewhere(self, batch: Batch, results) -> Requeue | None:
+        """Recipients the provider rejected for a reason of its own (a temporary failure in
+        its code table: throttled, its route down, the account), not for their number: once
+        on another provider that serves them. An invalid number is never retried."""
+        if not self.providers.several or batch.rejected_by:
+            return None
+        provider = self.plugin(batch)
+        rejected = [
+            r
+            for r in results
+            if not r.accepted
+            and not r.retry_later
+            and r.failure_kind == TEMPORARY
+            and r.error_code not in provider.opt_out_codes
+        ]
+        if not rejected:
+            return None
+        source = self.key(batch)
+        references = frozenset(r.reference for r in rejected)
+        msisdns = [m for m, i in zip(batch.msisdns, batch.ids, strict=True) if str(i) in references]
+        if not self.providers.serving(msisdns, exclude=(source,)):
+            return None
+        first = rejected[0]
+        reason = f"rejected by {source} ({first.reason}); trying another provider"
+        return Requeue(
+            references,
+            0.0,
+            f"Error {first.error_code}: {first.reason}",
+            (),
+            (source,),
+            (first.error_code, reason),
+        )
 
     def outcomes(self, batch: Batch, results, skip=frozenset()) -> list[tuple]:
         by_reference = {result.reference: result for result in results}
@@ -301,35 +511,46 @@ class Worker:
         delay = min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** (batch.attempts - 1))
         return max(delay, retry_after or 0.0) * random.uniform(1.0, 1.25)
 
-    def refused_for_now(self, batch: Batch, err: ProviderUnavailable) -> None:
+    def refused_for_now(self, batch: Batch, err: ProviderUnavailable, noted=False) -> None:
         """Give the batch back for later, or fail it once the retry window is over."""
+        source = self.key(batch)
         if not self.retry_window_left(batch):
             tried_for = time.time() - batch.first_attempt.timestamp()
             log.warning(
                 "send %s: %s still unavailable after %.0fs; the send fails: %s",
                 batch.send_id,
-                self.provider.name,
+                source,
                 tried_for,
                 err.message,
             )
-            self.refused(batch, err)
+            self.refused(batch, err, noted=noted)
             return
         delay = self.backoff(batch, err.retry_after)
         log.warning(
             "send %s: %s unavailable (%s); batch %d again in %.1fs",
             batch.send_id,
-            self.provider.name,
+            source,
             err.message,
             batch.seq,
             delay,
         )
-        write(self.db, lambda cur: requeue_batch(cur, batch.id, batch.lease, delay, err.message))
 
-    def refused(self, batch: Batch, err: ProviderError) -> None:
-        """A whole-request refusal: fail this batch and every batch of the send not yet out."""
+        def requeue(cur):
+            if not noted:
+                self.health.note(cur, source, refused=1)
+            return requeue_batch(cur, batch.id, batch.lease, delay, err.message)
+
+        write(self.db, requeue)
+
+    def refused(self, batch: Batch, err: ProviderError, noted=False, errors=0) -> None:
+        """A whole-request refusal: fail this batch and, with one provider, every batch of
+        the send not yet out (with several, the send's other batches may go elsewhere)."""
+        source = self.key(batch)
 
         def fail(cur):
             lock_send(cur, batch.send_id)
+            if not noted:
+                self.health.note(cur, source, refused=0 if errors else 1, errors=errors)
             record_batch(
                 cur,
                 batch.id,
@@ -338,16 +559,18 @@ class Worker:
                 batch.senttime,
                 batch.message,
                 self.failed(batch, err.code, err.description),
+                provider=source,
             )
             note_failure(cur, batch.send_id, err.message)
-            # A refusal of the whole request says nothing against the numbers.
-            fail_ready_batches(
-                cur, batch.send_id, err.code, err.description, kind=TEMPORARY, source="send"
-            )
+            if not self.providers.several:
+                # A refusal of the whole request says nothing against the numbers.
+                fail_ready_batches(
+                    cur, batch.send_id, err.code, err.description, kind=TEMPORARY, source="send"
+                )
             return finish_if_done(cur, batch.send_id)
 
         write(self.db, fail)
-        metrics.record_messages(self.provider.name, failed=len(batch.ids))
+        metrics.record_messages(source, failed=len(batch.ids))
         self._settled(batch)
 
     @staticmethod
@@ -359,30 +582,40 @@ class Worker:
 
     # --- 3. record ---
 
-    def record(self, batch: Batch, outcomes: list[tuple], retry=None) -> None:
-        """Write the batch's answers and drop it; `retry` = (references, delay, error) puts
-        those recipients back as a batch of their own, due after the delay. Recipients
-        refused with one of the provider's `opt_out_codes` go on the suppression list."""
+    def record(
+        self, batch: Batch, outcomes: list[tuple], requeues=(), unknown=False, counted=True
+    ) -> None:
+        """Write the batch's answers and drop it; each Requeue puts those recipients back
+        as a batch of their own. Recipients refused with one of the provider's
+        `opt_out_codes` go on the suppression list."""
+        source = self.key(batch)
+        opt_out_codes = self.plugin(batch).opt_out_codes
         opted_out: dict[str, list[str]] = {}  # the provider's code -> its recipients
         for _, msisdn, provider_id, _, code, *_ in outcomes:
-            if provider_id is None and code in self.provider.opt_out_codes:
+            if provider_id is None and code in opt_out_codes:
                 opted_out.setdefault(code, []).append(msisdn)
 
         def store(cur):
             lock_send(cur, batch.send_id)
-            if retry is not None:
-                references, delay, error = retry
-                again = [(m, i) for m, i in zip(batch.msisdns, batch.ids, strict=True)]
-                again = [(m, i) for m, i in again if str(i) in references]
+            if counted:
+                self.health.note(cur, source, accepted=0 if unknown else 1, errors=int(unknown))
+            for again in requeues:
+                pairs = [(m, i) for m, i in zip(batch.msisdns, batch.ids, strict=True)]
+                pairs = [(m, i) for m, i in pairs if str(i) in again.references]
+                msisdns, ids = [m for m, _ in pairs], [i for _, i in pairs]
                 requeue_recipients(
                     cur,
                     batch.id,
                     batch.lease,
-                    [m for m, _ in again],
-                    [i for _, i in again],
-                    delay,
-                    error,
+                    msisdns,
+                    ids,
+                    again.delay,
+                    again.error,
+                    again.refused_by,
+                    again.rejected_by,
                 )
+                if again.failover is not None:
+                    note_failover(cur, batch.send_id, ids, msisdns, *again.failover)
             accepted = record_batch(
                 cur,
                 batch.id,
@@ -392,12 +625,14 @@ class Worker:
                 batch.message,
                 outcomes,
                 "reconcile" if batch.abandoned else "send",
+                provider=source,
             )
             if accepted is not None:
                 # Receipts that overtook this batch (they came before its rows existed).
-                apply_early_receipts(cur, [outcome[2] for outcome in outcomes if outcome[2]])
+                provider_ids = [outcome[2] for outcome in outcomes if outcome[2]]
+                apply_early_receipts(cur, provider_ids, self.services.owner(source))
                 for code, msisdns in opted_out.items():
-                    add_optouts(cur, msisdns, f"{self.provider.name} error {code}")
+                    add_optouts(cur, msisdns, f"{self.plugin(batch).name} error {code}")
                 finish_if_done(cur, batch.send_id)
             return accepted
 
@@ -410,11 +645,11 @@ class Worker:
                 "is not recorded",
                 batch.send_id,
                 batch.seq,
-                self.provider.name,
+                source,
                 sum(1 for outcome in outcomes if outcome[2]),
             )
             return
-        metrics.record_messages(self.provider.name, sent=accepted, failed=len(outcomes) - accepted)
+        metrics.record_messages(source, sent=accepted, failed=len(outcomes) - accepted)
         self._settled(batch)
 
     def _settled(self, batch: Batch) -> None:
@@ -424,13 +659,14 @@ class Worker:
     # --- a batch whose dispatcher died ---
 
     def settle_abandoned(self, batch: Batch) -> Counter | None:
-        """Settle a batch that may have reached the provider, never resending it; return how
-        many recipients became sent, failed, and outcome unknown (None: the lookup failed and
-        the batch is kept to ask again)."""
+        """Settle a batch that may have reached its provider, never resending it (there or
+        anywhere else); return how many recipients became sent, failed, and outcome unknown
+        (None: the lookup failed and the batch is kept to ask again)."""
         answers = {}
-        if self.provider.can_find_sends:
+        provider = self.plugin(batch)
+        if provider.can_find_sends:
             try:
-                found = self.provider.find_sends(batch.recipients)
+                found = provider.find_sends(batch.recipients)
                 answers = {result.reference: result for result in found}
             except Exception as err:  # ask again later rather than guess
                 reason = err.message if isinstance(err, MessagingError) else type(err).__name__
@@ -438,7 +674,7 @@ class Worker:
                     "send %s: looking batch %d up at %s failed: %s; asking again later",
                     batch.send_id,
                     batch.seq,
-                    self.provider.name,
+                    self.key(batch),
                     reason,
                 )
                 write(self.db, lambda cur: extend_lease(cur, batch.id, batch.lease, 60.0))
@@ -464,7 +700,7 @@ class Worker:
             batch.seq,
             len(outcomes),
         )
-        self.record(batch, outcomes)
+        self.record(batch, outcomes, counted=False)
         return settled
 
 
@@ -531,7 +767,7 @@ class Dispatcher:
             "dispatcher %s: %d workers, provider %s",
             self.name,
             self.concurrency,
-            self.services.provider.name,
+            ", ".join(c.key for c in self.services.providers),
         )
         threads = [threading.Thread(target=self.wakeup.watch, args=(self.stop,), daemon=True)]
         threads += [

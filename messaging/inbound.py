@@ -16,7 +16,7 @@ from flask import Blueprint, jsonify
 
 from messaging.api import load
 from messaging.auth import public, require_admin
-from messaging.errors import InvalidInput, NotFound
+from messaging.errors import InvalidInput
 from messaging.optouts import OPT_IN, OPT_OUT, keyword_action
 from messaging.providers.base import InboundMessage
 from messaging.queries.inbound import (
@@ -27,7 +27,7 @@ from messaging.queries.inbound import (
 )
 from messaging.queries.optouts import add_optouts, remove_optouts
 from messaging.queries.webhooks import enqueue_webhook
-from messaging.receipts import configured_provider, pushed_request
+from messaging.receipts import checked_push
 from messaging.schemas import InboundMessageSchema, InboundPage, InboundQuery, InboundResponse
 from messaging.services import Services
 from messaging.services import current as services
@@ -161,10 +161,7 @@ def receive(provider):
       404: Not the configured provider, or it pushes no replies.
     errors: [406, 413, 500, 503]
     """
-    configured = configured_provider(provider)
-    if not configured.takes_inbound:
-        raise NotFound(f"provider {configured.name} pushes no replies")
-    messages = configured.parse_inbound(pushed_request())
+    _, configured, messages = checked_push(provider, "takes_inbound", "parse_inbound")
     outcome = record_inbound(services(), configured.name, messages)
     log.info(
         "replies from %s: %d received, %d new, %d opted out, %d opted in",

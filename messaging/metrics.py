@@ -212,8 +212,33 @@ POLL_COLLECTOR = PollRunCollector()
 REGISTRY.register(POLL_COLLECTOR)
 
 
-def exposition() -> Response:
-    """Render every metric in the Prometheus text format."""
+class ProviderWeightCollector:
+    """Each provider's current weight (its configured weight times its health), as read
+    from the database for this scrape: it is every dispatcher's, not a process's."""
+
+    def __init__(self, weights):
+        self.weights = weights  # health.ProviderWeight list
+
+    def collect(self):
+        current = GaugeMetricFamily(
+            "messaging_provider_weight",
+            "Each provider's current weight: its configured weight times its health.",
+            labels=["provider"],
+        )
+        health = GaugeMetricFamily(
+            "messaging_provider_health",
+            "The share of its configured weight a provider holds (0 to 1).",
+            labels=["provider"],
+        )
+        for weight in self.weights:
+            current.add_metric([weight.provider], weight.current)
+            health.add_metric([weight.provider], weight.factor)
+        yield current
+        yield health
+
+
+def exposition(weights=()) -> Response:
+    """Render every metric in the Prometheus text format, with the providers' `weights`."""
     directory = multiprocess_dir()
     if directory is None:
         registry = REGISTRY
@@ -221,7 +246,12 @@ def exposition() -> Response:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=str(directory))
         registry.register(POLL_COLLECTOR)
-    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    text = generate_latest(registry)
+    if weights:
+        extra = CollectorRegistry()
+        extra.register(ProviderWeightCollector(weights))
+        text += generate_latest(extra)
+    return Response(text, content_type=CONTENT_TYPE_LATEST)
 
 
 def mark_process_dead(pid: int) -> None:

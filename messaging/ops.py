@@ -1,13 +1,19 @@
 """Endpoints for operators, open without authentication: health, metrics and API docs."""
 
+import logging
+
 from flask import Blueprint, Response, abort, current_app, jsonify, send_from_directory, url_for
 from swagger_ui_bundle import swagger_ui_path
 
 from messaging import metrics, openapi
 from messaging.auth import public
 from messaging.db import HealthCheck
+from messaging.errors import MessagingError
+from messaging.health import ProviderWeight
 from messaging.schemas import HealthResponse
 from messaging.services import current as services
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("ops", __name__)
 
@@ -35,6 +41,8 @@ def healthz():
         "database": database,
         "provider": services().provider.name,
     }
+    if services().providers.several:
+        body["providers"] = provider_weights() if healthy else unweighed()
     return jsonify(health_response_schema.dump(body)), 200 if healthy else 503
 
 
@@ -48,7 +56,21 @@ def metrics_view():
         description: Prometheus text exposition format.
         content: {text/plain: {schema: {type: string}}}
     """
-    return metrics.exposition()
+    return metrics.exposition(provider_weights())
+
+
+def provider_weights() -> list:
+    """Every provider's weight now (health.ProviderWeight); configured only when the
+    database does not answer."""
+    try:
+        return services().health.weights()
+    except MessagingError as err:
+        log.warning("provider weights not read: %s", err.message)
+        return unweighed()
+
+
+def unweighed() -> list:
+    return [ProviderWeight(c.key, c.weight, 1.0, "not known") for c in services().providers]
 
 
 @bp.route("/openapi.json", methods=["GET"])

@@ -89,6 +89,12 @@ class PollSummary:
     def ok(self) -> bool:
         return not self.errors and not self.database_error
 
+    def add(self, other: "PollSummary") -> None:
+        """Add another provider's run to this one."""
+        for name in ("checked", "delivered", "failed", "in_flight", "errors", "seconds"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.database_error = self.database_error or other.database_error
+
     def line(self) -> str:
         text = (
             f"poll-status: checked {self.checked}, delivered {self.delivered}, "
@@ -100,12 +106,25 @@ class PollSummary:
         return text
 
 
-def due_count(services: Services, window_seconds: float | None = None) -> int:
-    """Count the messages a run starting now would ask about."""
+def due_count(
+    services: Services, window_seconds: float | None = None, key: str | None = None
+) -> int:
+    """Count the messages a run starting now would ask about (of the provider of that
+    configured name; None: of every provider that has a status query)."""
     window = window_seconds or services.config.delivery_status.window
+    keys = [key] if key is not None else polled_providers(services)
+    total = 0
     with services.db.transaction() as cur:
-        run_start, window_start, _ = poll_start(cur, window)
-        return count_due_messages(cur, window_start, run_start)
+        for name in keys:
+            owner = services.owner(name)
+            run_start, window_start, _ = poll_start(cur, window, owner)
+            total += count_due_messages(cur, window_start, run_start, owner)
+    return total
+
+
+def polled_providers(services: Services) -> list[str]:
+    """The configured names of the providers that answer status queries."""
+    return [c.key for c in services.providers if services.plugin_of(c.key).can_query_status]
 
 
 def reconcile_then_poll(
@@ -138,7 +157,8 @@ def reconcile_then_poll(
             lines.append(f"receipts: dropped {dropped} never matched by a message within 24 h")
     for line in lines if report is not None else ():
         report(line)
-    if not services.provider.can_query_status:
+    keys = polled_providers(services)
+    if not keys:
         return None
     on_chunk = None
     if progress is not None:
@@ -147,7 +167,11 @@ def reconcile_then_poll(
         except MessagingError:
             due = 0  # the run itself reports the database failure
         on_chunk = progress(due)
-    summary = poll(services, window_seconds, progress=on_chunk)
+    summary = PollSummary()
+    for key in keys:  # each provider asked about its own messages, one after the other
+        summary.add(poll(services, window_seconds, progress=on_chunk, key=key))
+        if summary.database_error:
+            break
     metrics.record_poll_run(summary)
     return summary
 
@@ -159,8 +183,10 @@ def poll(
     lanes: int | None = None,
     chunk_size: int | None = None,
     progress: Callable[[int], None] | None = None,
+    key: str | None = None,
 ) -> PollSummary:
-    """Ask the provider about every message still `sent` within the window; store answers.
+    """Ask a provider (of that configured name; None: the primary) about each of its
+    messages still `sent` within the window; store answers.
 
     `progress` is called with the number of messages each finished chunk covered.
     Provider errors are counted and logged and the run goes on; a database failure
@@ -168,7 +194,8 @@ def poll(
     SIGTERM as the command maps it) hands the unfinished claims back and propagates.
     """
     began = time.perf_counter()
-    provider = services.provider
+    provider = services.plugin_of(key)
+    owner = services.owner(key)
     summary = PollSummary()
     if not provider.can_query_status:
         return summary
@@ -180,14 +207,14 @@ def poll(
         lanes = BATCH_LANES if batch > 1 else SINGLE_LANES
     lease = lease_seconds(provider, -(-chunk_size // batch), window)
 
-    run = _Run(services, batch, chunk_size, lease, summary, progress)
+    run = _Run(services, provider, owner, batch, chunk_size, lease, summary, progress)
     try:
         with services.db.transaction() as cur:
             analyzed = analyze_stale_tables(cur)
         if analyzed:
             log.info("analyzed %s: their statistics were stale", ", ".join(analyzed))
         with services.db.transaction() as cur:
-            run.run_start, run.window_start, first_id = poll_start(cur, window)
+            run.run_start, run.window_start, first_id = poll_start(cur, window, owner)
     except MessagingError as err:
         summary.database_error = err.message
     else:
@@ -204,9 +231,10 @@ def poll(
 class _Run:
     """One poll run's shared state: the clock, the totals, and the lanes' stop signal."""
 
-    def __init__(self, services, batch, chunk_size, lease, summary, progress):
+    def __init__(self, services, provider, owner, batch, chunk_size, lease, summary, progress):
         self.db = services.db
-        self.provider = services.provider
+        self.provider = provider
+        self.owner = owner
         self.batch = batch
         self.chunk_size = chunk_size
         self.lease = lease
@@ -280,7 +308,13 @@ class _Run:
                 return None, []
             with self.db.transaction() as cur:
                 claim_id, claimed = claim_due_messages(
-                    cur, self.cursor, self.window_start, self.run_start, self.lease, self.chunk_size
+                    cur,
+                    self.cursor,
+                    self.window_start,
+                    self.run_start,
+                    self.lease,
+                    self.chunk_size,
+                    self.owner,
                 )
             if claimed:
                 self.cursor = claimed[-1][0]
@@ -353,7 +387,7 @@ class _Run:
                 else:
                     in_flight += answer is not None
             if final:
-                apply_status_updates(cur, final, "poll")
+                apply_status_updates(cur, final, "poll", self.owner)
             release_poll_claim(cur, claim_id)
         with self.claim_lock:
             self.held.discard(claim_id)

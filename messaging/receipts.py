@@ -23,9 +23,11 @@ from requests.structures import CaseInsensitiveDict
 
 from messaging.auth import public
 from messaging.db import Database
-from messaging.errors import NotFound
+from messaging.errors import NotFound, ReceiptRejected
 from messaging.providers.base import DELIVERED, FAILED, Provider, Receipt, StatusUpdate
 from messaging.queries.status import (
+    ANY_PROVIDER,
+    Owner,
     apply_status_updates,
     drop_early_receipts,
     keep_early_receipts,
@@ -57,8 +59,11 @@ class ReceiptOutcome:
         return len(self.unknown)
 
 
-def record_updates(database: Database, updates: list[StatusUpdate]) -> ReceiptOutcome:
-    """Store final statuses for messages still `sent`; the first final answer per id wins.
+def record_updates(
+    database: Database, updates: list[StatusUpdate], owner: Owner = ANY_PROVIDER
+) -> ReceiptOutcome:
+    """Store final statuses for messages still `sent` (of `owner`, the provider that pushed
+    them); the first final answer per id wins.
 
     Final statuses for ids no message carries yet are kept for the send path to apply.
     """
@@ -69,7 +74,7 @@ def record_updates(database: Database, updates: list[StatusUpdate]) -> ReceiptOu
     provider_ids = list(dict.fromkeys(update.provider_id for update in updates))
     if not provider_ids:
         return ReceiptOutcome(0, 0, ())
-    updated, known = _store(database, final, provider_ids)
+    updated, known = _store(database, final, provider_ids, owner)
     unknown = [pid for pid in provider_ids if pid not in known]
     early = [final[pid] for pid in unknown if pid in final]
     kept = 0
@@ -78,17 +83,17 @@ def record_updates(database: Database, updates: list[StatusUpdate]) -> ReceiptOu
             arrived = keep_early_receipts(cur, early)
         kept = len(early) - len(arrived)
         if arrived:  # their batch was written between the two transactions
-            updated += _store(database, final, sorted(arrived))[0]
+            updated += _store(database, final, sorted(arrived), owner)[0]
             unknown = [pid for pid in unknown if pid not in arrived]
     return ReceiptOutcome(len(updates), updated, tuple(unknown), kept)
 
 
-def _store(database: Database, final: dict[str, StatusUpdate], provider_ids) -> tuple[int, set]:
+def _store(database: Database, final: dict, provider_ids, owner: Owner) -> tuple[int, set]:
     """Apply the final statuses among these ids; return (messages changed, ids known)."""
     with database.transaction() as cur:
-        unresolved, known = lock_unresolved_by_provider_id(cur, provider_ids)
+        unresolved, known = lock_unresolved_by_provider_id(cur, provider_ids, owner)
         stored = [final[pid] for pid in dict.fromkeys(pid for _, pid in unresolved) if pid in final]
-        updated = apply_status_updates(cur, stored, "receipt") if stored else 0
+        updated = apply_status_updates(cur, stored, "receipt", owner) if stored else 0
     return updated, known
 
 
@@ -106,12 +111,41 @@ def drop_unmatched(database: Database) -> int:
     return len(dropped)
 
 
-def configured_provider(name: str) -> Provider:
-    """Return the configured provider if `name` (case-insensitive) is it; else NotFound."""
-    configured = services().provider
-    if name.lower() != configured.name.lower():
+def configured_providers(name: str) -> list[tuple[str, Provider]]:
+    """Return [(configured name, plugin)] a push to /callbacks/<name> may come from: the
+    provider of that configured name (case-insensitive), else every one of that plugin
+    (two accounts of one provider: each checks the push in turn). NotFound when none."""
+    current = services()
+    plugins = [(c.key, current.plugin_of(c.key)) for c in current.providers]
+    lowered = name.lower()
+    found = [(key, plugin) for key, plugin in plugins if key.lower() == lowered] or [
+        (key, plugin) for key, plugin in plugins if plugin.name.lower() == lowered
+    ]
+    if not found:
         raise NotFound(f"no provider {name!r} is configured here")
-    return configured
+    return found
+
+
+def checked_push(name: str, capability: str, parse: str):
+    """Return (configured name, plugin, what it read) for the push being handled: the
+    first provider of that name declaring `capability` whose check it passes. Raises
+    NotFound when none declares it, and the first provider's ReceiptRejected when every
+    check fails."""
+    found = configured_providers(name)
+    candidates = [(key, plugin) for key, plugin in found if getattr(plugin, capability)]
+    if not candidates:
+        named = found[0][1].name
+        if capability == "takes_receipts":
+            raise NotFound(f"provider {named} takes no pushed receipts")
+        raise NotFound(f"provider {named} pushes no replies")
+    push = pushed_request()
+    rejected = None
+    for key, plugin in candidates:
+        try:
+            return key, plugin, getattr(plugin, parse)(push)
+        except ReceiptRejected as err:
+            rejected = rejected or err
+    raise rejected
 
 
 def pushed_request() -> Receipt:
@@ -139,7 +173,8 @@ def receive(provider):
     id is answered 200 and logged.
     ---
     parameters:
-      - {in: path, name: provider, description: smsProvider.name}
+      - {in: path, name: provider, description: "the provider's configured name (its id,
+          else smsProvider.name)"}
     responses:
       200:
         description: Receipt read and stored.
@@ -148,17 +183,14 @@ def receive(provider):
       404: Not the configured provider, or it takes no receipts.
     errors: [413, 500, 503]
     """
-    configured = configured_provider(provider)
-    if not configured.takes_receipts:
-        raise NotFound(f"provider {configured.name} takes no pushed receipts")
-    updates = configured.parse_receipt(pushed_request())
-    outcome = record_updates(services().db, updates)
+    key, configured, updates = checked_push(provider, "takes_receipts", "parse_receipt")
+    outcome = record_updates(services().db, updates, services().owner(key))
     if outcome.unknown:
         unknown = outcome.unknown
         log.warning(
             "receipt from %s for %d unknown message id(s), %d final status(es) kept for "
             "their message: %s%s",
-            configured.name,
+            key,
             len(unknown),
             outcome.kept,
             ", ".join(unknown[:LOGGED_UNKNOWN_IDS]),
@@ -166,7 +198,7 @@ def receive(provider):
         )
     log.info(
         "receipt from %s: %d update(s), %d stored",
-        configured.name,
+        key,
         outcome.received,
         outcome.updated,
     )

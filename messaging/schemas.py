@@ -251,6 +251,22 @@ class PingResponse(Schema):
     Timestamp = fields.Integer(required=True, metadata={"description": "Unix seconds"})
 
 
+class ProviderHealth(Schema):
+    name = fields.String(
+        attribute="provider",
+        required=True,
+        metadata={"description": "its configured name (id), as sms.provider stores it"},
+    )
+    weight = fields.Float(required=True, metadata={"description": "configured"})
+    health = fields.Float(
+        attribute="factor",
+        required=True,
+        metadata={"description": "the share of its weight it holds now, 0 to 1"},
+    )
+    currentWeight = fields.Float(attribute="current", required=True)
+    reason = fields.String(required=True, metadata={"description": "why it lost weight"})
+
+
 class HealthResponse(Schema):
     status = fields.String(required=True, metadata={"enum": ["ok", "unavailable"]})
     database = fields.String(
@@ -258,6 +274,10 @@ class HealthResponse(Schema):
         metadata={"description": '"ok", or "unavailable: <reason>" naming what failed'},
     )
     provider = fields.String(required=True, metadata={"description": "smsProvider.name"})
+    providers = fields.List(
+        fields.Nested(ProviderHealth),
+        metadata={"description": "with several providers: each, the first being the primary"},
+    )
 
 
 class InternalErrorResponse(Schema):
@@ -349,6 +369,12 @@ class RecipientStatus(Schema):
     reason = fields.String(required=True, allow_none=True)
     failureKind = failure_kind()
     statusTime = UtcTime(attribute="status_time", required=True, allow_none=True)
+    provider = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "with several providers: the configured name of the one that carried it"
+        },
+    )
 
 
 class StatusEvent(Schema):
@@ -359,9 +385,15 @@ class StatusEvent(Schema):
     )
     time = UtcTime(required=True, metadata={"description": "UTC, ISO 8601 with Z"})
     source = fields.String(
-        required=True, metadata={"enum": ["send", "poll", "receipt", "cancel", "reconcile"]}
+        required=True,
+        metadata={
+            "enum": ["send", "poll", "receipt", "cancel", "reconcile", "failover"],
+            "description": "failover: moved to another provider before being sent (queued)",
+        },
     )
-    status = fields.String(required=True, metadata={"enum": ["sent", "delivered", "failed"]})
+    status = fields.String(
+        required=True, metadata={"enum": ["queued", "sent", "delivered", "failed"]}
+    )
     errorCode = fields.String(
         attribute="error_code",
         required=True,

@@ -23,6 +23,7 @@ RECIPIENT_COLUMNS = (
     "reason",
     "failure_kind",
     "status_time",
+    "provider",
 )
 MESSAGE_COLUMNS = ("id", *RECIPIENT_COLUMNS)
 EVENT_COLUMNS = (
@@ -69,8 +70,15 @@ def send_report(
         total = count_recipients(cur, ref)
         recipients = send_recipients(cur, ref, page_size, (page - 1) * page_size)
         send["queued"] = send_progress(cur, ref)["queued"]
-    lines = [dict(zip(RECIPIENT_COLUMNS, row, strict=True)) for row in recipients]
+    lines = [_shown(services, dict(zip(RECIPIENT_COLUMNS, row, strict=True))) for row in recipients]
     return Report(send, lines, page, page_size, total)
+
+
+def _shown(services: Services, message: dict) -> dict:
+    """A message as reported: which provider carried it is said when there are several."""
+    if not services.providers.several:
+        del message["provider"]
+    return message
 
 
 def message_report(services: Services, ref: int, msisdn: str, owner: str | None = None) -> dict:
@@ -86,7 +94,7 @@ def message_report(services: Services, ref: int, msisdn: str, owner: str | None 
         row = find_message(cur, ref, number) if "\x00" not in number else None
         if row is None:
             raise NotFound(f"send {ref} has no message to {msisdn[:40]!r}")
-        message = dict(zip(MESSAGE_COLUMNS, row, strict=True))
+        message = _shown(services, dict(zip(MESSAGE_COLUMNS, row, strict=True)))
         events = message_events(cur, message["id"])
     message["ref_number"] = str(ref)
     message["events"] = [dict(zip(EVENT_COLUMNS, event, strict=True)) for event in events]

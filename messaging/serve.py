@@ -26,7 +26,7 @@ from messaging import cli, create_app, embedded, embedded_setup
 from messaging.auth import exposure_warning
 from messaging.config import Config, load_config
 from messaging.db import Database, apply_migrations, database_url, ensure_database, resolve_dsn
-from messaging.providers.base import load_provider
+from messaging.providers.registry import load_providers
 
 GUNICORN_CONF = Path(__file__).resolve().parent.parent / "deploy" / "gunicorn.conf.py"
 HOST_ENV = "MESSAGING_HOST"
@@ -109,7 +109,7 @@ class Supervisor:
         for warning in config.warnings:
             say(f"config: {warning}")
         # Before anything starts: a misspelt provider name is a line, not a stopped database.
-        load_provider(config.provider)
+        load_providers(config)
         host = os.environ.get(HOST_ENV, "127.0.0.1")
         listener = listen(host, config.http_port)
         try:

@@ -152,7 +152,6 @@ def send_sms(
     scheduled = send_at is not None and send_at > datetime.now(UTC)
     wait = settings.wait_seconds if wait is None else wait
     works_on_it = wait > 0 and not scheduled
-    size = batch_size(services)
 
     with services.db.transaction() as cur:
         ids, suppressed = allocate_ids(cur, cleaned.valid) if cleaned.valid else ([], set())
@@ -163,15 +162,14 @@ def send_sms(
             # Before the send is recorded, so a refusal rolls back little; what counts is
             # what would be sent (the opted-out are recorded, never sent).
             limits.charge(cur, originator, caller_limits, msisdns, services.normaliser)
+        batches = provider_batches(services, msisdns, send_ids)
         sendlog_id, senttime = record_send(
             cur,
             originator=originator,
             message=message,
             sender=sender,
-            msisdns=msisdns,
-            ids=send_ids,
+            batches=batches,
             segments=segments,
-            batch_size=size,
             bulk=len(cleaned.valid) >= settings.bulk_threshold,
             send_at=stored_send_at,
             callback_url=callback_url,
@@ -179,7 +177,7 @@ def send_sms(
             # A send of one batch that this request sends itself at once gains nothing from
             # a dispatcher woken to race it for the batch (and the request, losing, would
             # poll until the dispatcher is done); one left behind is found within a second.
-            notify=not (works_on_it and len(msisdns) <= size),
+            notify=not (works_on_it and len(batches) <= 1),
         )
         if opted_out:
             record_opted_out(cur, sendlog_id, senttime, message, segments, opted_out, opted_out_ids)
@@ -235,6 +233,41 @@ def _callback(services: Services, url: str | None) -> tuple[str | None, bool]:
 
 def batch_size(services: Services) -> int:
     return min(services.config.provider.max_batch_size, services.provider.max_batch_size)
+
+
+def provider_batches(
+    services: Services, msisdns: list[str], ids: list[int]
+) -> list[tuple[list[str], list[int]]]:
+    """Split recipients into provider batches: numbers served by the same providers
+    together (routing rules), as many a batch as the largest of them takes in a request
+    (a provider taking fewer splits the batch when it gets it)."""
+    providers = services.providers
+    if not providers.several:
+        groups = {(): (msisdns, ids)}
+        sizes = {(): batch_size(services)}
+    else:
+        everything = all(c.routing.everything for c in providers)
+        groups = {}
+        for msisdn, sms_id in zip(msisdns, ids, strict=True):
+            key = () if everything else providers.route_key(msisdn)
+            group = groups.setdefault(key, ([], []))
+            group[0].append(msisdn)
+            group[1].append(sms_id)
+        enabled = [c for c in providers if c.enabled] or [providers.primary]
+        sizes = {
+            key: max(
+                c.batch_size for c in (enabled if not key else [providers.get(k) for k in key])
+            )
+            for key in groups
+        }
+    batches = []
+    for key, (numbers, sms_ids) in groups.items():
+        size = sizes[key]
+        batches += [
+            (numbers[start : start + size], sms_ids[start : start + size])
+            for start in range(0, len(numbers), size)
+        ]
+    return batches
 
 
 def _outcome(sendlog_id, progress, cleaned, message, scheduled=False) -> SendOutcome:
@@ -327,8 +360,8 @@ def message_status(services: Services, msisdn: str, owner: str | None = None) ->
         row = latest_message(cur, number, owner)
     if row is None:
         return None
-    _, status, provider_id = row
-    provider = services.provider
+    _, status, provider_id, carrier = row
+    provider = services.plugin_of(carrier)
     if status != "sent" or not provider_id or not provider.can_query_status:
         return status
     try:
@@ -340,6 +373,6 @@ def message_status(services: Services, msisdn: str, owner: str | None = None) ->
     if not final:
         return status
     with services.db.transaction() as cur:
-        apply_status_updates(cur, final, "poll")
+        apply_status_updates(cur, final, "poll", services.owner(carrier))
         row = latest_message(cur, number, owner)
     return row[1] if row else FAILED

@@ -62,6 +62,35 @@ class ProviderSettings:
     custom3: str = field(default="", repr=False)
     max_requests_per_second: float | None = None
     options: Mapping[str, str] = field(default_factory=OptionMap, repr=False)
+    # Several providers (smsProviders): the name `sms.provider` stores and
+    # /callbacks/<id> routes on (None: `name`), its share of the traffic, and the numbers
+    # it serves (countries by calling code, international prefixes; both empty: all).
+    id: str | None = None
+    weight: float = 1.0
+    route_countries: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """The provider's configured name: its id, else its plugin's name."""
+        return self.id or self.name
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    """When a provider loses weight, and how it earns it back (providerHealth)."""
+
+    # The counts a provider is judged on: calls and final statuses in the last `window`.
+    window: float = 60.0
+    # Refused or failed calls over all calls above which it is taken out (weight 0)...
+    max_failure_rate: float = 0.25
+    min_calls: int = 5  # ...once it had at least this many calls in the window
+    # Mean seconds from a send to its messages' final status above which it loses a step...
+    max_time_to_final: float = 600.0
+    min_finals: int = 20  # ...once at least this many messages became final in the window
+    # A provider that behaves regains this fraction of its weight each `recovery_interval`.
+    recovery_step: float = 0.25
+    recovery_interval: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -143,6 +172,10 @@ class Config:
     log_format: str = "text"
     max_body_bytes: int = 10 * 1024 * 1024
     provider: ProviderSettings = field(default_factory=ProviderSettings)
+    # Every provider, the first being `provider` (smsProvider, else smsProviders[0]);
+    # empty: `provider` alone.
+    providers: tuple[ProviderSettings, ...] = ()
+    health: HealthSettings = field(default_factory=HealthSettings)
     authentication: AuthSettings = field(default_factory=AuthSettings)
     delivery_status: DeliveryStatusSettings = field(default_factory=DeliveryStatusSettings)
     inbound: InboundSettings = field(default_factory=InboundSettings)
@@ -151,6 +184,10 @@ class Config:
     database_url: str | None = field(default=None, repr=False)
     # One line per unknown key the file gave (loaded and ignored); logged at start-up.
     warnings: tuple[str, ...] = ()
+
+    @property
+    def all_providers(self) -> tuple[ProviderSettings, ...]:
+        return self.providers or (self.provider,)
 
 
 # Seconds of backoff a provider call may sleep between two of its attempts (a margin over

@@ -239,14 +239,12 @@ def installed_providers() -> dict[str, type[Provider]]:
     return found
 
 
-def load_provider(settings: ProviderSettings) -> Provider:
+def load_provider(settings: ProviderSettings, path: str = "smsProvider") -> Provider:
     """Instantiate the plugin named by smsProvider.name (case-insensitive)."""
     plugins = installed_providers()
     entry = plugins.get(settings.name.lower())
     if entry is None:
         names = ", ".join(sorted(e.name for e in plugins.values())) or "none"
-        raise ConfigError(
-            f"smsProvider.name: unknown provider {settings.name!r}; installed: {names}"
-        )
+        raise ConfigError(f"{path}.name: unknown provider {settings.name!r}; installed: {names}")
     provider_class = entry.load()
     return provider_class(settings)

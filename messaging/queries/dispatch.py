@@ -39,28 +39,22 @@ def record_send(
     originator,
     message,
     sender,
-    msisdns,
-    ids,
+    batches,
     segments,
-    batch_size,
     bulk,
     send_at,
     callback_url=None,
     callback_checked=False,
     notify=True,
 ):
-    """Record a send and its recipients as batches of `batch_size`, due at `send_at` (naive
-    UTC; None: now), and wake the dispatchers when it commits (unless `notify` is false:
-    they find it at their next look, within a second). Its status events go to
-    `callback_url` (None: nowhere); `callback_checked` has its address checked again
-    before each delivery (the caller chose it). Returns (id, senttime)."""
-    batches_of_msisdns = [
-        array_literal(msisdns[start : start + batch_size])
-        for start in range(0, len(msisdns), batch_size)
-    ]
-    batches_of_ids = [
-        array_literal(ids[start : start + batch_size]) for start in range(0, len(ids), batch_size)
-    ]
+    """Record a send and its recipients as these batches ([(msisdns, their sms ids)]), due
+    at `send_at` (naive UTC; None: now), and wake the dispatchers when it commits (unless
+    `notify` is false: they find it at their next look, within a second). Its status
+    events go to `callback_url` (None: nowhere); `callback_checked` has its address
+    checked again before each delivery (the caller chose it). Returns (id, senttime)."""
+    batches_of_msisdns = [array_literal(msisdns) for msisdns, _ in batches]
+    batches_of_ids = [array_literal(ids) for _, ids in batches]
+    count = sum(len(msisdns) for msisdns, _ in batches)
     cur.execute(
         f"""
         WITH send AS (
@@ -85,7 +79,7 @@ def record_send(
         """,
         {
             "originator": originator,
-            "count": len(msisdns),
+            "count": count,
             "message": message,
             "sender": sender,
             "send_at": send_at,
@@ -106,13 +100,15 @@ def record_send(
 # What a claim hands back: the batch and what its send's messages repeat.
 _CLAIMED = """
     b.id, b.sendlogid, b.seq, b.segments, b.msisdns, b.ids, b.attempts,
-    b.firstattempt, b.lasterror, sendlog.message, sendlog.sender, sendlog.senttime
+    b.firstattempt, b.lasterror, sendlog.message, sendlog.sender, sendlog.senttime,
+    b.provider, b.refusedby, b.rejectedby
 """
 
 
-def claim_ready(cur, worker, lease_seconds, sendlog_id=None):
+def claim_ready(cur, worker, lease_seconds, sendlog_id=None, provider=None):
     """Claim the next batch due: small sends first, then bulk sends batch by batch in turn
-    (every send's batch n before any send's n + 1). Returns its row, or None."""
+    (every send's batch n before any send's n + 1), for `provider` (the claimer's first
+    choice, which it may change: assign_batch). Returns its row, or None."""
     only_send = "AND sendlogid = %(send)s" if sendlog_id is not None else ""
     cur.execute(
         f"""
@@ -120,7 +116,7 @@ def claim_ready(cur, worker, lease_seconds, sendlog_id=None):
         SET state = 'sending', claimedat = now(),
             leaseduntil = now() + make_interval(secs => %(lease)s),
             leasedby = %(worker)s, attempts = b.attempts + 1,
-            firstattempt = COALESCE(b.firstattempt, now())
+            firstattempt = COALESCE(b.firstattempt, now()), provider = %(provider)s
         FROM (SELECT id FROM dispatch_batches
               WHERE state = 'ready' AND due <= now() {only_send}
               ORDER BY bulk, seq, id
@@ -130,7 +126,7 @@ def claim_ready(cur, worker, lease_seconds, sendlog_id=None):
         WHERE b.id = pick.id AND sendlog.id = b.sendlogid
         RETURNING {_CLAIMED}
         """,
-        {"lease": lease_seconds, "worker": worker, "send": sendlog_id},
+        {"lease": lease_seconds, "worker": worker, "send": sendlog_id, "provider": provider},
     )
     return cur.fetchone()
 
@@ -185,7 +181,9 @@ def lock_send(cur, sendlog_id):
     cur.execute("SELECT 1 FROM sendlog WHERE id = %s FOR UPDATE", (sendlog_id,))
 
 
-def record_batch(cur, batch_id, worker, sendlog_id, senttime, message, outcomes, source="send"):
+def record_batch(
+    cur, batch_id, worker, sendlog_id, senttime, message, outcomes, source="send", provider=None
+):
     """Write a claimed batch's sms rows with the provider's answers, their status events
     (from `source`: send or reconcile) and webhooks, and drop the batch, in one statement;
     return how many were accepted, or None if the batch is no longer this worker's (its
@@ -193,6 +191,7 @@ def record_batch(cur, batch_id, worker, sendlog_id, senttime, message, outcomes,
 
     `outcomes` holds (sms id, msisdn, provider id or None, segments, code, reason, failure
     kind) per recipient: with a provider id it was accepted (`sent`), without one it failed.
+    `provider` is the configured name of the provider that answered (sms.provider).
     """
     columns = zip(*outcomes, strict=True) if outcomes else [()] * 7
     ids, msisdns, provider_ids, segments, codes, reasons, kinds = (
@@ -206,12 +205,13 @@ def record_batch(cur, batch_id, worker, sendlog_id, senttime, message, outcomes,
             RETURNING id
         ), changed AS (
             INSERT INTO sms AS s (id, msisdn, senttime, segments, sendlogid, status, message,
-                                  providerid, errorcode, reason, failurekind, statustimestamp)
+                                  providerid, errorcode, reason, failurekind, statustimestamp,
+                                  provider)
             SELECT v.id, v.msisdn, %(senttime)s, v.segments, %(sendlog)s,
                    CASE WHEN v.provider_id IS NULL THEN 'failed' ELSE 'sent' END,
                    %(message)s, v.provider_id, v.code, v.reason,
                    CASE WHEN v.provider_id IS NULL THEN COALESCE(v.kind, 'unknown') END,
-                   CASE WHEN v.provider_id IS NULL THEN {NOW_UTC} END
+                   CASE WHEN v.provider_id IS NULL THEN {NOW_UTC} END, %(provider)s
             FROM mine,
                  unnest(%(ids)s::bigint[], %(msisdns)s::varchar[], %(provider_ids)s::varchar[],
                         %(segments)s::smallint[], %(codes)s::varchar[], %(reasons)s::varchar[],
@@ -247,6 +247,7 @@ def record_batch(cur, batch_id, worker, sendlog_id, senttime, message, outcomes,
             "reasons": reasons,
             "kinds": kinds,
             "source": source,
+            "provider": provider,
         },
     )
     accepted, mine, _ = cur.fetchone()
@@ -255,12 +256,13 @@ def record_batch(cur, batch_id, worker, sendlog_id, senttime, message, outcomes,
 
 def requeue_batch(cur, batch_id, worker, delay_seconds, error):
     """Give back a batch the provider refused unprocessed, due again after `delay_seconds`,
-    with the refusal as its recipients' reason meanwhile. False if it is no longer ours."""
+    with the refusal as its recipients' reason meanwhile, to start a new round among the
+    providers. False if it is no longer ours."""
     cur.execute(
         """
         UPDATE dispatch_batches
         SET state = 'ready', leaseduntil = NULL, leasedby = NULL, lasterror = %s,
-            due = now() + make_interval(secs => %s)
+            due = now() + make_interval(secs => %s), provider = NULL, refusedby = '{}'
         WHERE id = %s AND leasedby = %s AND state = 'sending'
         RETURNING 1
         """,
@@ -269,19 +271,94 @@ def requeue_batch(cur, batch_id, worker, delay_seconds, error):
     return cur.fetchone() is not None
 
 
-def requeue_recipients(cur, batch, worker, msisdns, ids, delay_seconds, error):
+def requeue_recipients(
+    cur, batch, worker, msisdns, ids, delay_seconds, error, refused_by=(), rejected_by=()
+):
     """Put some recipients of a batch still claimed by `worker` back as a batch of their
-    own, due after `delay_seconds` (the provider refused them for now); call it before
-    record_batch, which drops the claimed batch, in the same transaction."""
+    own, due after `delay_seconds` (the provider refused them for now, or rejected them for
+    a reason of its own), kept from the providers `refused_by` and `rejected_by` name; call
+    it before record_batch, which drops the claimed batch, in the same transaction."""
     cur.execute(
         """
         INSERT INTO dispatch_batches (sendlogid, seq, bulk, segments, msisdns, ids, due,
-                                      attempts, firstattempt, lasterror)
+                                      attempts, firstattempt, lasterror, refusedby, rejectedby)
         SELECT sendlogid, seq, bulk, segments, %s::varchar[], %s::bigint[],
-               now() + make_interval(secs => %s), attempts, firstattempt, %s
+               now() + make_interval(secs => %s), attempts, firstattempt, %s,
+               %s::varchar[], %s::varchar[]
         FROM dispatch_batches WHERE id = %s AND leasedby = %s AND state = 'sending'
         """,
-        (array_literal(msisdns), array_literal(ids), delay_seconds, error, batch, worker),
+        (
+            array_literal(msisdns),
+            array_literal(ids),
+            delay_seconds,
+            error,
+            array_literal(list(refused_by)),
+            array_literal(list(rejected_by)),
+            batch,
+            worker,
+        ),
+    )
+
+
+def assign_batch(cur, batch_id, worker, provider, keep, lease_seconds, refused_by=None):
+    """Hand a claimed batch to `provider` for a call of up to `lease_seconds`, keeping its
+    first `keep` recipients and putting the rest back as a batch of their own, due now
+    (the provider takes fewer a request); `refused_by`, when given, replaces the providers
+    that refused it this round. False if the batch is no longer ours."""
+    cur.execute(
+        """
+        WITH mine AS (
+            SELECT * FROM dispatch_batches
+            WHERE id = %(batch)s AND leasedby = %(worker)s AND state = 'sending'
+        ), rest AS (
+            INSERT INTO dispatch_batches (sendlogid, seq, bulk, segments, msisdns, ids, due,
+                                          attempts, firstattempt, lasterror, refusedby,
+                                          rejectedby)
+            SELECT sendlogid, seq, bulk, segments, msisdns[%(keep)s + 1:], ids[%(keep)s + 1:],
+                   now(), attempts, firstattempt, lasterror,
+                   COALESCE(%(refused)s::varchar[], refusedby), rejectedby
+            FROM mine WHERE cardinality(ids) > %(keep)s
+        )
+        UPDATE dispatch_batches AS b
+        SET provider = %(provider)s, msisdns = b.msisdns[1:%(keep)s], ids = b.ids[1:%(keep)s],
+            leaseduntil = now() + make_interval(secs => %(lease)s),
+            refusedby = COALESCE(%(refused)s::varchar[], b.refusedby)
+        FROM mine WHERE b.id = mine.id
+        RETURNING 1
+        """,
+        {
+            "batch": batch_id,
+            "worker": worker,
+            "provider": provider,
+            "keep": keep,
+            "lease": lease_seconds,
+            "refused": None if refused_by is None else array_literal(list(refused_by)),
+        },
+    )
+    return cur.fetchone() is not None
+
+
+def note_failover(cur, sendlog_id, ids, msisdns, code, reason):
+    """Keep a `failover` event for each of these recipients (not yet sent anywhere, so still
+    `queued`) and queue its webhook: they moved from one provider to another."""
+    cur.execute(
+        f"""
+        WITH changed AS (
+            SELECT r.id, %(send)s::bigint AS sendlogid, r.msisdn, 'queued'::varchar AS status,
+                   NULL::varchar AS providerid, %(code)s::varchar AS errorcode,
+                   %(reason)s::varchar AS reason, NULL::varchar AS failurekind
+            FROM unnest(%(ids)s::bigint[], %(msisdns)s::varchar[]) AS r(id, msisdn)
+        ) {events_of("changed")}
+        SELECT {WOKEN}
+        """,
+        {
+            "send": sendlog_id,
+            "ids": array_literal(ids),
+            "msisdns": array_literal(msisdns),
+            "code": code,
+            "reason": reason,
+            "source": "failover",
+        },
     )
 
 

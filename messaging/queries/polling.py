@@ -3,22 +3,29 @@
 from psycopg2 import sql
 
 from messaging.queries import NOW_UTC, array_literal
+from messaging.queries.status import ANY_PROVIDER, OWNED
 
 POLL_CLAIM_LOCK = 727_003  # advisory lock id: poll claims are taken one at a time
+# A run polls one provider's messages (%(owner)s, queries.status.OWNED); claims are that
+# provider's (those made before claims named one count for every provider).
+_CLAIM_OWNED = "(%(owner)s::varchar IS NULL OR {0}.provider IS NULL OR {0}.provider = %(owner)s)"
 # An id inside a claimed range that the poll run started at %(run_start)s must leave alone:
 # a lease still running when it started, or a range asked about since.
-_CLAIMED_FOR_RUN = """
-    EXISTS (SELECT 1 FROM poll_claims
-            WHERE polluntil >= %(run_start)s AND sms.id BETWEEN first_id AND last_id)
+_CLAIMED_FOR_RUN = f"""
+    EXISTS (SELECT 1 FROM poll_claims AS held
+            WHERE polluntil >= %(run_start)s AND sms.id BETWEEN first_id AND last_id
+              AND {_CLAIM_OWNED.format("held")})
 """
 # A lease that ended unasked before the run started: its run died or was stopped.
-_LAPSED = "NOT lapsed.asked AND lapsed.polluntil < %(run_start)s"
+_LAPSED = (
+    f"NOT lapsed.asked AND lapsed.polluntil < %(run_start)s AND {_CLAIM_OWNED.format('lapsed')}"
+)
 # Due: still `sent` with a provider id, after %(after)s, not claimed for the run, and sent
 # within the window or inside a lapsed lease (polled once more, even past the window).
 _IN_WINDOW = f"""
     SELECT id, providerid FROM sms
     WHERE status = 'sent' AND id > %(after)s AND senttime >= %(window_start)s
-      AND providerid <> '' AND NOT {_CLAIMED_FOR_RUN}
+      AND providerid <> '' AND {OWNED} AND NOT {_CLAIMED_FOR_RUN}
 """
 _IN_LAPSED_LEASE = f"""
     SELECT DISTINCT sms.id, sms.providerid
@@ -26,7 +33,7 @@ _IN_LAPSED_LEASE = f"""
     JOIN sms ON sms.id BETWEEN lapsed.first_id AND lapsed.last_id
     WHERE {_LAPSED} AND lapsed.last_id > %(after)s
       AND sms.status = 'sent' AND sms.id > %(after)s AND sms.senttime < %(window_start)s
-      AND sms.providerid <> '' AND NOT {_CLAIMED_FOR_RUN}
+      AND sms.providerid <> '' AND {OWNED} AND NOT {_CLAIMED_FOR_RUN}
 """
 _DUE = f"""
     SELECT id, providerid FROM (
@@ -66,8 +73,9 @@ def analyze_stale_tables(cur):
     return stale
 
 
-def poll_start(cur, window_seconds):
-    """Start a poll run: drop claims no run needs; return (now, window start, first id to look at).
+def poll_start(cur, window_seconds, owner=ANY_PROVIDER):
+    """Start a poll run of `owner`'s messages: drop claims no run needs; return (now,
+    window start, first id to look at).
 
     The window start is in sms.senttime's UTC. An ask dated before the window covers
     messages sent before it, and a lapsed lease with no message still `sent` covers
@@ -92,26 +100,35 @@ def poll_start(cur, window_seconds):
     cur.execute(
         f"""
         SELECT least(
-            (SELECT min(id) FROM sms WHERE status = 'sent' AND senttime >= %(window_start)s),
+            (SELECT min(id) FROM sms WHERE status = 'sent' AND senttime >= %(window_start)s
+                                         AND {OWNED}),
             (SELECT min(sms.id) FROM poll_claims AS lapsed
              JOIN sms ON sms.id BETWEEN lapsed.first_id AND lapsed.last_id
-             WHERE {_LAPSED} AND sms.status = 'sent'))
+             WHERE {_LAPSED} AND sms.status = 'sent' AND {OWNED}))
         """,
-        {"window_start": window_start, "run_start": run_start},
+        {"window_start": window_start, "run_start": run_start, **owner.params()},
     )
     return run_start, window_start, cur.fetchone()[0]
 
 
-def count_due_messages(cur, window_start, run_start):
+def count_due_messages(cur, window_start, run_start, owner=ANY_PROVIDER):
     """Count messages a poll run started at `run_start` would ask about (for a progress bar)."""
     cur.execute(
         f"SELECT count(*) FROM ({_DUE}) AS counted",
-        {"after": 0, "window_start": window_start, "run_start": run_start, "limit": None},
+        {
+            "after": 0,
+            "window_start": window_start,
+            "run_start": run_start,
+            "limit": None,
+            **owner.params(),
+        },
     )
     return cur.fetchone()[0]
 
 
-def claim_due_messages(cur, after_id, window_start, run_start, lease_seconds, limit):
+def claim_due_messages(
+    cur, after_id, window_start, run_start, lease_seconds, limit, owner=ANY_PROVIDER
+):
     """Claim the next `limit` due messages after `after_id`; return (claim id, [(id, providerid)]).
 
     Due: still `sent`, outside every range another run holds or asked about since
@@ -119,9 +136,14 @@ def claim_due_messages(cur, after_id, window_start, run_start, lease_seconds, li
     their id range with a lease; the lapsed leases it covers are used up, so a message
     is polled past the window once per lease that ended. Claims are taken one at a time,
     so two runs never claim one message. Returns (None, []) when nothing after
-    `after_id` is due.
+    `after_id` is due. Only `owner`'s messages are due, and the claim is its.
     """
-    params = {"after": after_id, "window_start": window_start, "run_start": run_start}
+    params = {
+        "after": after_id,
+        "window_start": window_start,
+        "run_start": run_start,
+        **owner.params(),
+    }
     cur.execute("SELECT pg_advisory_xact_lock(%s)", (POLL_CLAIM_LOCK,))
     # Lapsed leases are rare (a run died or was stopped): without one, the window alone.
     cur.execute(
@@ -139,11 +161,11 @@ def claim_due_messages(cur, after_id, window_start, run_start, lease_seconds, li
     first, last = due[0][0], due[-1][0]
     cur.execute(
         """
-        INSERT INTO poll_claims (first_id, last_id, polluntil)
-        VALUES (%s, %s, now() + make_interval(secs => %s))
+        INSERT INTO poll_claims (first_id, last_id, polluntil, provider)
+        VALUES (%s, %s, now() + make_interval(secs => %s), %s)
         RETURNING id
         """,
-        (first, last, lease_seconds),
+        (first, last, lease_seconds, owner.key),
     )
     claim_id = cur.fetchone()[0]
     if not lapsed:

@@ -25,10 +25,11 @@ def find_send(cur, sendlog_id, originator=None):
 # A send's recipients: its sms rows, and those whose batch is still to be sent (no sms
 # row yet) as `queued`, with the provider's last refusal for now as their reason.
 _RECIPIENTS = """
-    SELECT id, msisdn, status, providerid, errorcode, reason, failurekind, statustimestamp
+    SELECT id, msisdn, status, providerid, errorcode, reason, failurekind, statustimestamp,
+           provider
     FROM sms WHERE sendlogid = %(id)s
     UNION ALL
-    SELECT r.id, r.msisdn, 'queued', NULL, NULL, batch.lasterror, NULL, NULL
+    SELECT r.id, r.msisdn, 'queued', NULL, NULL, batch.lasterror, NULL, NULL, NULL
     FROM dispatch_batches AS batch, unnest(batch.ids, batch.msisdns) AS r(id, msisdn)
     WHERE batch.sendlogid = %(id)s
 """
@@ -41,10 +42,12 @@ def count_recipients(cur, sendlog_id):
 
 def send_recipients(cur, sendlog_id, limit, offset):
     """Return one page of a send's messages in order, as
-    (msisdn, status, providerid, errorcode, reason, failurekind, statustimestamp)."""
+    (msisdn, status, providerid, errorcode, reason, failurekind, statustimestamp,
+    provider)."""
     cur.execute(
         f"""
-        SELECT msisdn, status, providerid, errorcode, reason, failurekind, statustimestamp
+        SELECT msisdn, status, providerid, errorcode, reason, failurekind, statustimestamp,
+               provider
         FROM ({_RECIPIENTS}) AS recipients
         ORDER BY id
         LIMIT %(limit)s OFFSET %(offset)s
@@ -56,14 +59,15 @@ def send_recipients(cur, sendlog_id, limit, offset):
 
 def find_message(cur, sendlog_id, msisdn):
     """Return a send's message to a number as (id, msisdn, status, providerid, errorcode,
-    reason, failurekind, statustimestamp), `queued` while its batch is still to be sent;
-    None if the send has no such recipient."""
+    reason, failurekind, statustimestamp, provider), `queued` while its batch is still to
+    be sent; None if the send has no such recipient."""
     cur.execute(
         """
-        SELECT id, msisdn, status, providerid, errorcode, reason, failurekind, statustimestamp
+        SELECT id, msisdn, status, providerid, errorcode, reason, failurekind, statustimestamp,
+               provider
         FROM sms WHERE msisdn = %(msisdn)s AND sendlogid = %(id)s
         UNION ALL
-        SELECT r.id, r.msisdn, 'queued', NULL, NULL, batch.lasterror, NULL, NULL
+        SELECT r.id, r.msisdn, 'queued', NULL, NULL, batch.lasterror, NULL, NULL, NULL
         FROM dispatch_batches AS batch, unnest(batch.ids, batch.msisdns) AS r(id, msisdn)
         WHERE batch.sendlogid = %(id)s AND r.msisdn = %(msisdn)s
         LIMIT 1

@@ -1,9 +1,12 @@
 """Delivery status: the newest message to a number, final answers, row locks for writers,
 and receipts that came before their message's row."""
 
+from dataclasses import dataclass
+
 from messaging.providers.base import StatusUpdate
 from messaging.queries import NOW_UTC, array_literal
 from messaging.queries.events import WOKEN, events_of
+from messaging.queries.health import finals_of
 
 # StatusUpdate fields as the columns of an update (and of a kept early receipt).
 UPDATE_FIELDS = ("provider_id", "status", "code", "reason", "failure_kind")
@@ -13,17 +16,47 @@ UPDATE_FIELDS = ("provider_id", "status", "code", "reason", "failure_kind")
 EARLY_RECEIPTS_LOCK = 727_004
 
 
+@dataclass(frozen=True)
+class Owner:
+    """Whose messages a status writer may touch: those of one configured provider. The
+    primary's are also those written before providers were named (sms.provider NULL) and
+    those of a provider no longer configured (not among `others`)."""
+
+    key: str | None = None  # None: any provider's
+    primary: bool = True
+    others: tuple[str, ...] = ()
+    # Count the messages made final for provider health (kept with several providers).
+    health: bool = False
+
+    def params(self) -> dict:
+        return {
+            "owner": self.key,
+            "owner_primary": self.primary,
+            "owner_others": array_literal(list(self.others)),
+            "count_finals": self.health,
+        }
+
+
+ANY_PROVIDER = Owner()
+# The condition on `sms` rows of the owner in %(owner)s, %(owner_primary)s, %(owner_others)s.
+OWNED = """
+    (%(owner)s::varchar IS NULL OR sms.provider = %(owner)s
+     OR (%(owner_primary)s AND (sms.provider IS NULL
+                                OR sms.provider <> ALL(%(owner_others)s::varchar[]))))
+"""
+
+
 def latest_message(cur, msisdn, originator=None):
-    """Return (id, status, providerid) of the newest message to a number, or None; only
-    among the sends of `originator` unless it is None.
+    """Return (id, status, providerid, provider) of the newest message to a number, or
+    None; only among the sends of `originator` unless it is None.
 
     A recipient whose batch the provider has not answered yet has no sms row: it is
     `queued`. Only batches still to be sent are in dispatch_batches, so that side is small.
     """
     cur.execute(
         """
-        SELECT id, status, providerid FROM (
-            (SELECT id, status, providerid, senttime FROM sms
+        SELECT id, status, providerid, provider FROM (
+            (SELECT id, status, providerid, provider, senttime FROM sms
              WHERE msisdn = %(msisdn)s
                AND (%(originator)s::varchar IS NULL
                     OR EXISTS (SELECT 1 FROM sendlog WHERE sendlog.id = sms.sendlogid
@@ -31,7 +64,7 @@ def latest_message(cur, msisdn, originator=None):
              ORDER BY senttime DESC, id DESC
              LIMIT 1)
             UNION ALL
-            SELECT found.id, 'queued', NULL, found.senttime
+            SELECT found.id, 'queued', NULL, NULL, found.senttime
             FROM (SELECT batch.ids[array_position(batch.msisdns, %(msisdn)s::varchar)]
                          AS id, sendlog.senttime
                   FROM dispatch_batches AS batch
@@ -48,12 +81,13 @@ def latest_message(cur, msisdn, originator=None):
     return cur.fetchone()
 
 
-def apply_status_updates(cur, updates, source):
+def apply_status_updates(cur, updates, source, owner=ANY_PROVIDER):
     """Move messages still `sent` to a final status, keep each change as a status event
     from `source` (poll or receipt) and queue its webhook, and keep sendlog counters exact.
 
     `updates` are StatusUpdates (provider id, status, code, reason, failure kind); only
-    final ones count.
+    final ones count. Only messages of `owner` change: another provider may use the same
+    ids. The messages made final are counted for their provider's health.
 
     Only rows still `sent` change, so a repeated or late answer never moves a final
     status back nor counts a transition twice (a concurrent writer waits on the row
@@ -73,9 +107,9 @@ def apply_status_updates(cur, updates, source):
                            failurekind = CASE WHEN answer.status = 'failed'
                                               THEN COALESCE(answer.kind, 'unknown') END
             FROM answer
-            WHERE sms.providerid = answer.provider_id AND sms.status = 'sent'
+            WHERE sms.providerid = answer.provider_id AND sms.status = 'sent' AND {OWNED}
             RETURNING sms.id, sms.sendlogid, sms.msisdn, sms.status, sms.providerid,
-                      sms.errorcode, sms.reason, sms.failurekind
+                      sms.errorcode, sms.reason, sms.failurekind, sms.provider
         ), counts AS (
             SELECT sendlogid,
                    count(*) FILTER (WHERE status = 'delivered') AS delivered,
@@ -87,10 +121,10 @@ def apply_status_updates(cur, updates, source):
                                sent = COALESCE(sendlog.sent, 0) - counts.delivered - counts.failed
             FROM counts WHERE sendlog.id = counts.sendlogid
             RETURNING 1
-        ) {events_of("changed")}
+        ) {finals_of("changed")} {events_of("changed")}
         SELECT count(*), {WOKEN} FROM changed
         """,
-        {**_columns(updates), "source": source},
+        {**_columns(updates), "source": source, **owner.params()},
     )
     return cur.fetchone()[0]
 
@@ -121,24 +155,27 @@ def lock_unresolved(cur, sms_ids):
     return _lock_sends(cur, cur.fetchall())
 
 
-def lock_unresolved_by_provider_id(cur, provider_ids):
-    """Like lock_unresolved, by provider id; also return the provider ids we know at all.
+def lock_unresolved_by_provider_id(cur, provider_ids, owner=ANY_PROVIDER):
+    """Like lock_unresolved, by provider id among the messages of `owner`; also return the
+    provider ids we know at all.
 
     Returns ([(id, providerid)] still `sent`, {provider ids of any message}).
     """
+    params = {"ids": array_literal(provider_ids), **owner.params()}
     cur.execute(
-        "SELECT DISTINCT providerid FROM sms WHERE providerid = ANY(%s::varchar[])",
-        (array_literal(provider_ids),),
+        f"SELECT DISTINCT providerid FROM sms WHERE providerid = ANY(%(ids)s::varchar[]) "
+        f"AND {OWNED}",
+        params,
     )
     known = {row[0] for row in cur.fetchall()}
     cur.execute(
-        """
+        f"""
         SELECT id, providerid, sendlogid FROM sms
-        WHERE providerid = ANY(%s::varchar[]) AND status = 'sent'
+        WHERE providerid = ANY(%(ids)s::varchar[]) AND status = 'sent' AND {OWNED}
         ORDER BY id
         FOR UPDATE
         """,
-        (array_literal(provider_ids),),
+        params,
     )
     return _lock_sends(cur, cur.fetchall()), known
 
@@ -182,7 +219,7 @@ def keep_early_receipts(cur, updates):
     return known
 
 
-def apply_early_receipts(cur, provider_ids):
+def apply_early_receipts(cur, provider_ids, owner=ANY_PROVIDER):
     """Apply and drop the kept receipts for these provider ids; return the messages changed.
 
     The send path calls it in the transaction that writes a batch's sms rows, right after
@@ -202,7 +239,7 @@ def apply_early_receipts(cur, provider_ids):
         (array_literal(provider_ids),),
     )
     found = [StatusUpdate(*row) for row in cur.fetchall()]
-    return apply_status_updates(cur, found, "receipt") if found else 0
+    return apply_status_updates(cur, found, "receipt", owner) if found else 0
 
 
 def drop_early_receipts(cur, older_than_seconds):
