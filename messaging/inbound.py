@@ -17,7 +17,7 @@ from flask import Blueprint, jsonify
 from messaging.api import load
 from messaging.auth import public, require_admin
 from messaging.errors import InvalidInput
-from messaging.optouts import OPT_IN, OPT_OUT, keyword_action
+from messaging.optouts import OPT_IN, OPT_OUT, keyword_action, withdraw_queued
 from messaging.providers.base import InboundMessage
 from messaging.queries.inbound import (
     INBOUND_COLUMNS,
@@ -80,7 +80,8 @@ def record_inbound(
     services: Services, provider: str, messages: list[InboundMessage]
 ) -> InboundOutcome:
     """Store pushed replies, each once, and apply their opt-out and opt-in keywords to
-    the suppression list, in one transaction; a reply pushed again changes nothing."""
+    the suppression list, in one transaction; a reply pushed again changes nothing. A
+    number opted out so is then taken out of the sends still queued for it."""
     settings = services.config.inbound
     rows = []
     for message in messages:
@@ -114,6 +115,8 @@ def record_inbound(
                 {"messages": inbound_message_schema.dump(stored, many=True)},
                 events=len(stored),
             )
+    if stops:
+        withdraw_queued(services, stops)  # out of the queue too, not only of the next send
     return InboundOutcome(len(messages), stored, opted_out, opted_in)
 
 

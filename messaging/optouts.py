@@ -9,6 +9,7 @@ UNSTOP) takes it off (inbound.py). A provider's "recipient opted out" refusal
 reason "opted out", and is counted in `optedOutNumbers` (service.py).
 """
 
+import logging
 import string
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,12 +18,21 @@ from flask import Blueprint, g, jsonify
 
 from messaging.auth import require_admin
 from messaging.errors import InvalidInput, NotFound
-from messaging.queries.optouts import add_optouts, find_optout, list_optouts, remove_optouts
+from messaging.queries.dispatch import finish_if_done, lock_send
+from messaging.queries.optouts import (
+    add_optouts,
+    find_optout,
+    list_optouts,
+    remove_optouts,
+    sends_queued_for,
+    withdraw_from_send,
+)
 from messaging.schemas import OptOutEntry
 from messaging.services import Services
 from messaging.services import current as services
 from messaging.settings import InboundSettings
 
+log = logging.getLogger(__name__)
 bp = Blueprint("optouts", __name__)
 
 OPT_OUT, OPT_IN = "opt-out", "opt-in"
@@ -71,11 +81,35 @@ def all_normalised(services: Services, numbers: list[str]) -> list[str]:
 
 
 def opt_out(services: Services, numbers: list[str], source: str) -> tuple[list[str], list[str]]:
-    """Put numbers on the list; return (added, already there), all normalised."""
+    """Put numbers on the list and take them out of what is queued; return (added, already
+    there), all normalised."""
     wanted = all_normalised(services, numbers)
     with services.db.transaction() as cur:
         added = add_optouts(cur, wanted, source)
+    withdraw_queued(services, wanted)
     return added, [number for number in wanted if number not in set(added)]
+
+
+def withdraw_queued(services: Services, numbers: list[str]) -> int:
+    """Take numbers just opted out out of every send's batches not yet handed over: they
+    become `failed`, "opted out" (a batch at the provider is beyond recall). One
+    transaction per send, each under its row lock like every writer of a send. Returns
+    how many recipients were taken out."""
+    if not numbers:
+        return 0
+    with services.db.transaction() as cur:
+        send_ids = sends_queued_for(cur, numbers)
+    taken = 0
+    for send_id in send_ids:
+        with services.db.transaction() as cur:
+            lock_send(cur, send_id)
+            withdrawn = withdraw_from_send(cur, send_id, numbers)
+            if withdrawn:
+                finish_if_done(cur, send_id)
+        if withdrawn:
+            log.info("send %s: %d opted-out recipient(s) taken out of it", send_id, withdrawn)
+        taken += withdrawn
+    return taken
 
 
 def opt_in(services: Services, numbers: list[str]) -> tuple[list[str], list[str]]:

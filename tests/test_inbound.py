@@ -2,6 +2,7 @@
 
 import json
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -237,3 +238,17 @@ def test_an_inbound_callback_without_a_secret_to_sign_with_stops_start_up():
         ConfigError, match="inbound.callbackUrl needs deliveryStatus.callbackSecret"
     ):
         config_from_mapping({**base_config(), "inbound": {"callbackUrl": "https://x.org/mo"}})
+
+
+def test_a_stop_reply_takes_the_number_out_of_a_send_still_queued(make_app, db):
+    client = make_app(base_config()).test_client()
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    body = {"message": "Water off", "msisdns": ["0830000001", "0830000002"], "sendAt": later}
+    ref = client.post("/sendsms", json=body).get_json()["refNumber"]
+
+    push(client, reply("mo-1", "0830000001", "STOP"))
+
+    assert rows(db, "SELECT msisdns FROM dispatch_batches") == [(["27830000002"],)]
+    assert rows(db, f"SELECT msisdn, status, reason FROM sms WHERE sendlogid = {ref}") == [
+        ("27830000001", "failed", "opted out")
+    ]

@@ -94,6 +94,43 @@ def test_a_scheduled_send_counts_its_opted_out_numbers_at_once(client, provider)
     assert list(provider.batches) == []
 
 
+def test_a_number_opted_out_while_its_send_is_queued_is_taken_out_of_it(
+    make_app, provider, db, runner
+):
+    client = make_app(base_config(maxBatchSize=2)).test_client()
+    later = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    numbers = ["0830000001", "0830000002", "0830000003", "0830000004"]
+    scheduled = send(client, numbers, sendAt=later)["refNumber"]
+    sent_before = send(client, ["0830000002", "0830000005"])["refNumber"]
+    only_them = send(client, ["0830000003"], sendAt=later)["refNumber"]
+
+    opt_out(client, "0830000002", "0830000003")
+
+    assert rows(db, "SELECT sendlogid, msisdns FROM dispatch_batches ORDER BY id") == [
+        (int(scheduled), ["27830000001"]),
+        (int(scheduled), ["27830000004"]),
+    ]
+    assert rows(
+        db, "SELECT sendlogid, msisdn, status, reason FROM sms ORDER BY sendlogid, msisdn"
+    ) == [
+        (int(scheduled), "27830000002", "failed", "opted out"),
+        (int(scheduled), "27830000003", "failed", "opted out"),
+        (int(sent_before), "27830000002", "sent", None),
+        (int(sent_before), "27830000005", "sent", None),
+        (int(only_them), "27830000003", "failed", "opted out"),
+    ]
+    assert rows(
+        db, f"SELECT quantity, failed, optedout, status FROM sendlog WHERE id = {scheduled}"
+    ) == [(4, 2, 2, "sending")]
+    assert rows(db, f"SELECT status, description FROM sendlog WHERE id = {only_them}") == [
+        ("failed", "1 of 1 recipients opted out")
+    ]
+    assert [
+        e["source"]
+        for e in client.get(f"/sends/{scheduled}/messages/0830000002").get_json()["events"]
+    ] == ["optout"]
+
+
 def test_a_repeated_idempotency_key_answers_the_same_counts(client):
     opt_out(client, "0830000002")
     headers = {"Idempotency-Key": "k-1"}
