@@ -387,8 +387,9 @@ class StatusEvent(Schema):
     source = fields.String(
         required=True,
         metadata={
-            "enum": ["send", "poll", "receipt", "cancel", "reconcile", "failover"],
-            "description": "failover: moved to another provider before being sent (queued)",
+            "enum": ["send", "poll", "receipt", "cancel", "reconcile", "failover", "optout"],
+            "description": "failover: moved to another provider before being sent (queued); "
+            "optout: taken out of its queued batch, opted out (failed)",
         },
     )
     status = fields.String(
