@@ -1,16 +1,21 @@
 """One send and its recipients, read back (GET /sends/<ref>); dispatch.py records them."""
 
+# What has become of a send, as GET /sends/<ref> and the operator's page call it.
+SEND_STATE = """
+    CASE WHEN status = 'cancelled' OR cancelledat IS NOT NULL THEN 'cancelled'
+         WHEN status <> 'sending' THEN 'done'
+         WHEN sendat > (now() AT TIME ZONE 'utc') THEN 'scheduled'
+         ELSE 'sending' END
+"""
+
 
 def find_send(cur, sendlog_id, originator=None):
     """Return one send's row as a dict, or None; only a send of `originator` unless None."""
     cur.execute(
-        """
+        f"""
         SELECT id, originator, senttime, sender, message, quantity,
                sent, delivered, failed, status, description, sendat, optedout,
-               CASE WHEN status = 'cancelled' OR cancelledat IS NOT NULL THEN 'cancelled'
-                    WHEN status <> 'sending' THEN 'done'
-                    WHEN sendat > (now() AT TIME ZONE 'utc') THEN 'scheduled'
-                    ELSE 'sending' END AS state
+               {SEND_STATE} AS state
         FROM sendlog
         WHERE id = %(id)s AND (%(originator)s::varchar IS NULL OR originator = %(originator)s)
         """,
@@ -24,7 +29,7 @@ def find_send(cur, sendlog_id, originator=None):
 
 # A send's recipients: its sms rows, and those whose batch is still to be sent (no sms
 # row yet) as `queued`, with the provider's last refusal for now as their reason.
-_RECIPIENTS = """
+RECIPIENTS = """
     SELECT id, msisdn, status, providerid, errorcode, reason, failurekind, statustimestamp
     FROM sms WHERE sendlogid = %(id)s
     UNION ALL
@@ -35,7 +40,7 @@ _RECIPIENTS = """
 
 
 def count_recipients(cur, sendlog_id):
-    cur.execute(f"SELECT count(*) FROM ({_RECIPIENTS}) AS recipients", {"id": sendlog_id})
+    cur.execute(f"SELECT count(*) FROM ({RECIPIENTS}) AS recipients", {"id": sendlog_id})
     return cur.fetchone()[0]
 
 
@@ -45,7 +50,7 @@ def send_recipients(cur, sendlog_id, limit, offset):
     cur.execute(
         f"""
         SELECT msisdn, status, providerid, errorcode, reason, failurekind, statustimestamp
-        FROM ({_RECIPIENTS}) AS recipients
+        FROM ({RECIPIENTS}) AS recipients
         ORDER BY id
         LIMIT %(limit)s OFFSET %(offset)s
         """,

@@ -1,0 +1,47 @@
+-- The operator's page (GET /admin) and what it reads that no other table keeps.
+--
+-- Status events per hour, for the overview's 24-hour and 30-day charts: sms_events is only
+-- appended, at the time of the change, so an hour that has ended never changes and is
+-- counted once here instead of on every visit (2 events a message: 2,000,000 rows for
+-- 1,000,000 messages). Hours still open are counted live from sms_events.
+CREATE TABLE sms_event_hours (
+    hour TIMESTAMP NOT NULL,       -- UTC, the start of the hour
+    status VARCHAR NOT NULL,       -- sent, delivered or failed
+    events INTEGER NOT NULL,       -- messages that reached this status in the hour
+    PRIMARY KEY (hour, status)
+);
+
+-- The last run of each periodic job (poll-status), for the page's health panel: a run that
+-- found nothing to ask about leaves no other trace.
+CREATE TABLE job_runs (
+    job VARCHAR PRIMARY KEY,       -- "poll-status"
+    started TIMESTAMPTZ NOT NULL,
+    finished TIMESTAMPTZ,          -- NULL while the first run goes on
+    summary VARCHAR                -- its one-line summary, or why it stopped
+);
+
+-- Keys the service makes itself, shared by every process and host on this database: the
+-- key that signs the page's sign-in cookie and its CSRF tokens, made at random on first
+-- use unless authentication.sessionSecret is set.
+CREATE TABLE service_secrets (
+    name VARCHAR PRIMARY KEY,
+    value VARCHAR NOT NULL,
+    created TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+-- Count the settled hours of the last 31 days now (index sms_events_time, migration 0025),
+-- so that the first visit after the upgrade does not count a month of events itself.
+INSERT INTO sms_event_hours (hour, status, events)
+SELECT hours.hour, statuses.status, COALESCE(counted.events, 0)
+FROM generate_series(date_trunc('hour', (now() AT TIME ZONE 'utc') - interval '31 days'),
+                     date_trunc('hour', (now() AT TIME ZONE 'utc') - interval '10 minutes')
+                         - interval '1 hour',
+                     interval '1 hour') AS hours(hour)
+CROSS JOIN (VALUES ('sent'), ('delivered'), ('failed')) AS statuses(status)
+LEFT JOIN (
+    SELECT date_trunc('hour', time) AS hour, status, count(*) AS events
+    FROM sms_events
+    WHERE time >= date_trunc('hour', (now() AT TIME ZONE 'utc') - interval '31 days')
+      AND time < date_trunc('hour', (now() AT TIME ZONE 'utc') - interval '10 minutes')
+    GROUP BY 1, 2
+) AS counted ON counted.hour = hours.hour AND counted.status = statuses.status;

@@ -1,0 +1,309 @@
+"""What the operator's page (GET /admin) reads: sends newest first, one send's failures,
+timeline and recipients, message counts per hour and per provider, and the health of the
+dispatchers and poll-status. Each query is bounded by an index (migrations 0025 and 0026),
+so a page stays fast on a database of millions of messages."""
+
+from messaging.queries import NOW_UTC
+from messaging.queries.sends import RECIPIENTS, SEND_STATE
+
+# Hours whose events may still be written: a transaction dates its events when it starts,
+# so one open across the end of an hour can add to it for a little while after.
+SETTLING_MINUTES = 10
+KEPT_DAYS = 31  # hours of events counted in sms_event_hours (the chart shows 30 days)
+EVENT_HOURS_LOCK = 727_004  # advisory lock id: one request at a time counts new hours
+STATUSES = ("sent", "delivered", "failed")
+
+
+# --- sends ---
+
+
+def list_sends(cur, *, owner, originator, state, since, until, before, limit):
+    """Return up to `limit` sends newest first (id below `before`, when given), as dicts.
+
+    `owner` (None: every caller's) is the own-sends rule; the others are the page's filters,
+    None when not given. A send's recipients not yet written are
+    quantity - sent - delivered - failed (sendlog's counters always equal its messages).
+    """
+    # Spelled out per state so the planner can use the partial indexes behind each.
+    state_filter = {
+        None: "",
+        "sending": "AND status = 'sending' AND cancelledat IS NULL",
+        "scheduled": "AND status = 'sending' AND cancelledat IS NULL",
+        "cancelled": "AND cancelledat IS NOT NULL",
+        "done": "AND status <> 'sending' AND cancelledat IS NULL AND status <> 'cancelled'",
+    }[state]
+    cur.execute(
+        f"""
+        SELECT id, originator, senttime, sender, message, quantity,
+               COALESCE(sent, 0) AS sent, COALESCE(delivered, 0) AS delivered,
+               COALESCE(failed, 0) AS failed, status, description, sendat,
+               {SEND_STATE} AS state
+        FROM sendlog
+        WHERE (%(owner)s::varchar IS NULL OR originator = %(owner)s)
+          AND (%(originator)s::varchar IS NULL OR originator = %(originator)s)
+          AND (%(since)s::timestamp IS NULL OR senttime >= %(since)s)
+          AND (%(until)s::timestamp IS NULL OR senttime < %(until)s)
+          AND (%(before)s::bigint IS NULL OR id < %(before)s)
+          AND (%(state)s::varchar IS NULL OR {SEND_STATE} = %(state)s)
+          {state_filter}
+        ORDER BY id DESC
+        LIMIT %(limit)s
+        """,
+        {
+            "owner": owner,
+            "originator": originator,
+            "state": state,
+            "since": since,
+            "until": until,
+            "before": before,
+            "limit": limit,
+        },
+    )
+    return _dicts(cur)
+
+
+def failure_reasons(cur, sendlog_id, limit):
+    """Return a send's failed messages grouped by (code, reason, kind), most first, as
+    (errorcode, reason, failurekind, messages)."""
+    cur.execute(
+        """
+        SELECT errorcode, reason, failurekind, count(*) AS messages
+        FROM sms WHERE sendlogid = %s AND status = 'failed'
+        GROUP BY errorcode, reason, failurekind
+        ORDER BY messages DESC, reason NULLS LAST
+        LIMIT %s
+        """,
+        (sendlog_id, limit),
+    )
+    return cur.fetchall()
+
+
+def failed_numbers(cur, sendlog_id):
+    """Return a send's failed messages in order, as (msisdn, errorcode, reason, failurekind)."""
+    cur.execute(
+        """
+        SELECT msisdn, errorcode, reason, failurekind
+        FROM sms WHERE sendlogid = %s AND status = 'failed' ORDER BY id
+        """,
+        (sendlog_id,),
+    )
+    return cur.fetchall()
+
+
+def event_span(cur, sendlog_id):
+    """Return the (first, last) time of a send's status events, (None, None) without any."""
+    cur.execute("SELECT min(time), max(time) FROM sms_events WHERE sendlogid = %s", (sendlog_id,))
+    return cur.fetchone()
+
+
+def events_over_time(cur, sendlog_id, start, bucket_seconds):
+    """Return a send's status events counted per bucket of `bucket_seconds` from `start`,
+    as (bucket number, status, events), in bucket order."""
+    cur.execute(
+        """
+        SELECT floor(EXTRACT(EPOCH FROM time - %(start)s) / %(bucket)s)::int AS bucket,
+               status, count(*)
+        FROM sms_events WHERE sendlogid = %(id)s
+        GROUP BY bucket, status ORDER BY bucket
+        """,
+        {"id": sendlog_id, "start": start, "bucket": bucket_seconds},
+    )
+    return cur.fetchall()
+
+
+def recipients_page(cur, sendlog_id, limit, offset):
+    """Return one page of a send's recipients in order, as dicts with their sms id."""
+    cur.execute(
+        f"""
+        SELECT id, msisdn, status, providerid AS provider_id, errorcode AS error_code,
+               reason, failurekind AS failure_kind, statustimestamp AS status_time
+        FROM ({RECIPIENTS}) AS recipients
+        ORDER BY id LIMIT %(limit)s OFFSET %(offset)s
+        """,
+        {"id": sendlog_id, "limit": limit, "offset": offset},
+    )
+    return _dicts(cur)
+
+
+def events_of_messages(cur, sms_ids):
+    """Return the events of these messages, each message's in order, as dicts."""
+    cur.execute(
+        """
+        SELECT smsid, time, source, status, errorcode AS error_code, reason
+        FROM sms_events WHERE smsid = ANY(%s::bigint[]) ORDER BY smsid, seq
+        """,
+        (list(sms_ids),),
+    )
+    return _dicts(cur)
+
+
+# --- overview ---
+
+
+def count_new_event_hours(cur):
+    """Count the status events of every hour that has settled since the last count into
+    sms_event_hours (zeros included, so each such hour is counted once), and drop hours
+    past KEPT_DAYS. One request at a time; the others wait for it and find it done."""
+    cur.execute("SELECT pg_advisory_xact_lock(%s)", (EVENT_HOURS_LOCK,))
+    cur.execute(
+        f"""
+        WITH bounds AS (
+            SELECT greatest(
+                       (SELECT max(hour) + interval '1 hour' FROM sms_event_hours),
+                       date_trunc('hour', {NOW_UTC} - make_interval(days => %(days)s))
+                   ) AS first,
+                   date_trunc('hour', {NOW_UTC} - make_interval(mins => %(settling)s))
+                       AS settled
+        ), counted AS (
+            SELECT date_trunc('hour', time) AS hour, status, count(*) AS events
+            FROM sms_events, bounds
+            WHERE time >= bounds.first AND time < bounds.settled
+            GROUP BY 1, 2
+        )
+        INSERT INTO sms_event_hours (hour, status, events)
+        SELECT hours.hour, statuses.status, COALESCE(counted.events, 0)
+        FROM bounds,
+             generate_series(bounds.first, bounds.settled - interval '1 hour',
+                             interval '1 hour') AS hours(hour)
+        CROSS JOIN unnest(%(statuses)s::varchar[]) AS statuses(status)
+        LEFT JOIN counted ON counted.hour = hours.hour AND counted.status = statuses.status
+        ON CONFLICT DO NOTHING
+        """,
+        {"days": KEPT_DAYS, "settling": SETTLING_MINUTES, "statuses": list(STATUSES)},
+    )
+    cur.execute(
+        f"DELETE FROM sms_event_hours "
+        f"WHERE hour < date_trunc('hour', {NOW_UTC} - make_interval(days => %s))",
+        (KEPT_DAYS,),
+    )
+
+
+def events_per_hour(cur, since):
+    """Return status events per hour from `since` (UTC) to now, as (hour, status, events):
+    settled hours from sms_event_hours, the rest counted now."""
+    cur.execute(
+        f"""
+        WITH settled AS (
+            SELECT date_trunc('hour', {NOW_UTC} - make_interval(mins => %(settling)s)) AS until
+        )
+        SELECT hour, status, events FROM sms_event_hours, settled
+        WHERE hour >= %(since)s AND hour < settled.until
+        UNION ALL
+        SELECT date_trunc('hour', time), status, count(*)
+        FROM sms_events, settled
+        WHERE time >= greatest(settled.until, %(since)s)
+        GROUP BY 1, 2
+        ORDER BY 1
+        """,
+        {"since": since, "settling": SETTLING_MINUTES},
+    )
+    return cur.fetchall()
+
+
+def provider_figures(cur, default_provider, since):
+    """Return per provider, for messages handed over since `since` (UTC): (provider,
+    messages, delivered, failed, median seconds to delivery). A message with no provider
+    recorded (before several providers) was carried by `default_provider`."""
+    cur.execute(
+        """
+        SELECT COALESCE(provider, %(default)s) AS name, count(*),
+               count(*) FILTER (WHERE status = 'delivered'),
+               count(*) FILTER (WHERE status = 'failed'),
+               percentile_cont(0.5) WITHIN GROUP (
+                   ORDER BY EXTRACT(EPOCH FROM statustimestamp - senttime))
+                   FILTER (WHERE status = 'delivered')
+        FROM sms WHERE senttime >= %(since)s
+        GROUP BY name ORDER BY name
+        """,
+        {"default": default_provider, "since": since},
+    )
+    return cur.fetchall()
+
+
+def dispatch_queue(cur):
+    """Return the dispatch queue as a dict: batches and recipients due now, scheduled
+    (due later) and being sent, and how long the oldest due batch has waited (seconds)."""
+    cur.execute(
+        """
+        SELECT count(*) FILTER (WHERE state = 'ready' AND due <= now()) AS due_batches,
+               COALESCE(sum(cardinality(ids)) FILTER (WHERE state = 'ready' AND due <= now()),
+                        0) AS due_recipients,
+               COALESCE(sum(cardinality(ids)) FILTER (WHERE state = 'ready' AND due > now()),
+                        0) AS scheduled_recipients,
+               count(*) FILTER (WHERE state = 'sending') AS sending_batches,
+               EXTRACT(EPOCH FROM now() - min(due) FILTER (WHERE state = 'ready'
+                                                           AND due <= now())) AS lag
+        FROM dispatch_batches
+        """
+    )
+    return _dicts(cur)[0]
+
+
+def dispatchers(cur):
+    """Return every dispatcher's (name, started, seconds since its last heartbeat)."""
+    cur.execute(
+        "SELECT name, started, EXTRACT(EPOCH FROM now() - seen) FROM dispatchers "
+        "ORDER BY seen DESC, name"
+    )
+    return cur.fetchall()
+
+
+def in_flight(cur, window_start):
+    """Return (messages still `sent`, of them sent since `window_start`, the oldest's
+    senttime) from the index of unresolved messages."""
+    cur.execute(
+        """
+        SELECT count(*), count(*) FILTER (WHERE senttime >= %s), min(senttime)
+        FROM sms WHERE status = 'sent'
+        """,
+        (window_start,),
+    )
+    return cur.fetchone()
+
+
+def last_run(cur, job):
+    """Return a job's last run as (started, finished, summary, seconds since it finished),
+    or None if it never ran here."""
+    cur.execute(
+        "SELECT started, finished, summary, EXTRACT(EPOCH FROM now() - finished) "
+        "FROM job_runs WHERE job = %s",
+        (job,),
+    )
+    return cur.fetchone()
+
+
+def record_run(cur, job, started, summary):
+    """Keep a job's run that started at `started` and has just finished."""
+    cur.execute(
+        """
+        INSERT INTO job_runs (job, started, finished, summary) VALUES (%s, %s, now(), %s)
+        ON CONFLICT (job) DO UPDATE
+        SET started = excluded.started, finished = excluded.finished,
+            summary = excluded.summary
+        """,
+        (job, started, summary),
+    )
+
+
+def count_optouts(cur):
+    cur.execute("SELECT count(*) FROM optouts")
+    return cur.fetchone()[0]
+
+
+# --- the service's own keys ---
+
+
+def service_secret(cur, name, new_value):
+    """Return the secret called `name`, keeping `new_value` as it when there is none yet
+    (the first of several processes to ask wins; the others read its value)."""
+    cur.execute(
+        "INSERT INTO service_secrets (name, value) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        (name, new_value),
+    )
+    cur.execute("SELECT value FROM service_secrets WHERE name = %s", (name,))
+    return cur.fetchone()[0]
+
+
+def _dicts(cur):
+    names = [column.name for column in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
