@@ -216,6 +216,7 @@ def _query(params: dict) -> str:
     return "?" + urlencode(params) if params else "?"
 
 
+@bp.errorhandler(MessagingError)
 def page_error(err: MessagingError):
     """Answer an error on a page as a page: to the sign-in form when a key is wanted."""
     if isinstance(err, Unauthorized) and uses_sign_in_form() and request.method == "GET":
@@ -231,7 +232,6 @@ def page_error(err: MessagingError):
 
 
 def init_app(app) -> None:
-    bp.register_error_handler(MessagingError, page_error)
     app.register_blueprint(bp)
 
     @app.after_request
