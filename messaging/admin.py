@@ -243,4 +243,3 @@ def init_app(app) -> None:
             if response.mimetype == "text/html":
                 response.headers["Cache-Control"] = "no-store"
         return response
-
