@@ -203,7 +203,8 @@ def events_per_hour(cur, since):
 def provider_figures(cur, default_provider, since):
     """Return per provider, for messages handed over since `since` (UTC): (provider,
     messages, delivered, failed, median seconds to delivery). A message with no provider
-    recorded (before several providers) was carried by `default_provider`."""
+    recorded (before several providers) was carried by `default_provider`. Messages that
+    never reached a provider (cancelled, opted out: no provider id at all) are left out."""
     cur.execute(
         """
         SELECT COALESCE(provider, %(default)s) AS name, count(*),
@@ -212,7 +213,7 @@ def provider_figures(cur, default_provider, since):
                percentile_cont(0.5) WITHIN GROUP (
                    ORDER BY EXTRACT(EPOCH FROM statustimestamp - senttime))
                    FILTER (WHERE status = 'delivered')
-        FROM sms WHERE senttime >= %(since)s
+        FROM sms WHERE senttime >= %(since)s AND providerid IS NOT NULL
         GROUP BY name ORDER BY name
         """,
         {"default": default_provider, "since": since},
