@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench import (
     b_poll,
+    d1_admin,
     f1_fairness,
     l1_long_send,
     m1_memory,
@@ -60,6 +61,7 @@ BENCHMARKS = {
         ">= 20,000/s and ratio >= 1/3",
         lambda r: r["value"] >= 20_000 and r["ratio"] >= 1 / 3,
     ),
+    "D1": (d1_admin.run, "p99 < 200 ms, every page", lambda r: r["value"] < 200),
     "W1": (
         w1_webhooks.run,
         "all within 5 s and >= 2,000/s",

@@ -140,13 +140,8 @@ def send_detail(services: Services, ref: int, owner: str | None, page: int) -> d
             send[counter] = send[counter] or 0
         queued = send_progress(cur, ref)["queued"]
         reasons = queries.failure_reasons(cur, ref, FAILURE_REASONS_SHOWN)
-        first, last = queries.event_span(cur, ref)
-        start = send["senttime"] or first
-        timeline = None
-        if first is not None and start is not None:
-            end = utc_now() if send["state"] == "sending" else last
-            width = charts.bucket_seconds(max(1.0, (end - start).total_seconds()))
-            timeline = (width, queries.events_over_time(cur, ref, start, width))
+        queries.count_send_events(cur, ref)
+        per_second = queries.send_events_per_second(cur, ref)
         recipients = queries.recipients_page(
             cur, ref, RECIPIENTS_PER_PAGE, (page - 1) * RECIPIENTS_PER_PAGE
         )
@@ -160,7 +155,7 @@ def send_detail(services: Services, ref: int, owner: str | None, page: int) -> d
     return {
         "send": with_progress(send, queued),
         "reasons": reasons,
-        "timeline": _timeline(timeline, send["quantity"]) if timeline else None,
+        "timeline": _timeline(per_second, send) if per_second else None,
         "recipients": recipients,
         "page": page,
         "pages": max(1, -(-total // RECIPIENTS_PER_PAGE)),
@@ -168,20 +163,25 @@ def send_detail(services: Services, ref: int, owner: str | None, page: int) -> d
     }
 
 
-def _timeline(timeline, quantity: int) -> dict:
-    """Turn events per bucket into cumulative counts per state since the send began."""
-    width, rows = timeline
-    last_bucket = max((bucket for bucket, _, _ in rows), default=0)
-    per_bucket = defaultdict(lambda: defaultdict(int))
-    for bucket, status, count in rows:
-        per_bucket[max(0, bucket)][status] += count
+def _timeline(per_second, send: dict) -> dict:
+    """Turn a send's events per second into cumulative counts per state, in buckets from
+    when the send was made up to its last event (or now, while it is dispatching)."""
+    first = min(second for second, _, _ in per_second)
+    start = min(send["senttime"] or first, first)
+    end = utc_now() if send["state"] == "sending" else max(s for s, _, _ in per_second)
+    width = charts.bucket_seconds(max(1.0, (end - start).total_seconds() + 1))
+    per_bucket = defaultdict(lambda: dict.fromkeys(charts.EVENT_STATES, 0))
+    for second, status, events in per_second:
+        if status in charts.EVENT_STATES:
+            per_bucket[int((second - start).total_seconds() // width)][status] += events
+    last_bucket = max(per_bucket, default=0)
     running = dict.fromkeys(charts.EVENT_STATES, 0)
     points = []
     for bucket in range(last_bucket + 1):
         for state in charts.EVENT_STATES:
-            running[state] += per_bucket[bucket][state]
+            running[state] += per_bucket[bucket][state] if bucket in per_bucket else 0
         points.append({"after": (bucket + 1) * width, **running})
-    most = max(quantity, *(max(p[s] for s in charts.EVENT_STATES) for p in points))
+    most = max(send["quantity"], *(max(p[s] for s in charts.EVENT_STATES) for p in points))
     return {
         "bucket_seconds": width,
         "points": points,
@@ -244,7 +244,7 @@ def overview(services: Services, owner: str | None) -> dict:
         "admin": True,
         "last_day": _hourly_chart(hours, now),
         "last_month": _daily_chart(hours, now),
-        "providers": [_provider(*row) for row in providers],
+        "providers": providers_from(providers),
         "optouts": optouts,
     }
 
@@ -283,16 +283,48 @@ def _chart(buckets) -> dict:
     return {"columns": laid, "tallest": tallest, "totals": totals}
 
 
-def _provider(name, messages, delivered, failed, median_seconds) -> dict:
-    return {
-        "name": name,
-        "messages": messages,
-        "delivered": delivered,
-        "failed": failed,
-        "pending": messages - delivered - failed,
-        "rate": delivered / messages if messages else None,
-        "median": median_seconds,
-    }
+def providers_from(counted) -> list[dict]:
+    """Turn messages counted by (provider, status, tenths of a second to delivery) into each
+    provider's totals, delivery rate and median time to delivery."""
+    by_provider = defaultdict(lambda: {"status": defaultdict(int), "tenths": defaultdict(int)})
+    for name, status, tenths, messages in counted:
+        figures = by_provider[name]
+        figures["status"][status] += messages
+        if tenths is not None:
+            figures["tenths"][tenths] += messages
+    found = []
+    for name in sorted(by_provider):
+        status, tenths = by_provider[name]["status"], by_provider[name]["tenths"]
+        messages = sum(status.values())
+        delivered, failed = status["delivered"], status["failed"]
+        found.append(
+            {
+                "name": name,
+                "messages": messages,
+                "delivered": delivered,
+                "failed": failed,
+                "pending": messages - delivered - failed,
+                "rate": delivered / messages if messages else None,
+                "median": median_tenths(tenths),
+            }
+        )
+    return found
+
+
+def median_tenths(counts: dict[int, int]) -> float | None:
+    """Return the median (seconds) of values counted by tenths of a second."""
+    total = sum(counts.values())
+    if not total:
+        return None
+    seen, values = 0, sorted(counts)
+    middle = [(total - 1) // 2, total // 2]  # the middle one, or the middle two
+    found = []
+    for value in values:
+        seen += counts[value]
+        while middle and middle[0] < seen:
+            middle.pop(0)
+            found.append(value)
+    return sum(found) / len(found) / 10
 
 
 def _health(cur, services: Services, window_start: datetime) -> dict:

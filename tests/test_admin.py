@@ -605,3 +605,37 @@ def test_with_serviceauth_the_session_cookie_is_enough(make_app, fake_auth, db):
     assert refused.status_code == 401
     assert "sign in with your organisation's auth service" in text(refused)
     assert client.get("/admin/sign-in").status_code == 303  # no form: nothing to sign in to
+
+
+def test_delivery_over_time_counts_settled_seconds_once_and_new_events_live(client, db):
+    ref = int(send(client))  # 2 sent, 2 refused: 4 events
+    with db.cursor() as cur:  # as if made an hour ago: its seconds have settled
+        cur.execute(
+            "UPDATE sendlog SET senttime = senttime - interval '1 hour' WHERE id = %s", (ref,)
+        )
+        cur.execute(
+            "UPDATE sms_events SET time = time - interval '1 hour' WHERE sendlogid = %s", (ref,)
+        )
+
+    def last_row(page: str) -> str:
+        table = page.split("Delivery over time as a table")[1].split("</table>")[0]
+        return re.findall(r"<tr><th scope=\"row\">[^<]+</th>(.*?)</tr>", table)[-1]
+
+    first = text(client.get(f"/admin/sends/{ref}"))
+    assert last_row(first) == '<td class="num">2</td><td class="num">0</td><td class="num">2</td>'
+    assert rows(db, "SELECT status, events FROM send_event_seconds ORDER BY 1") == [
+        ("failed", 2),
+        ("sent", 2),
+    ]
+    with db.cursor() as cur:  # a receipt now: counted live, beside the settled seconds
+        cur.execute(
+            "INSERT INTO sms_events (smsid, sendlogid, time, source, status) "
+            "SELECT id, sendlogid, now() AT TIME ZONE 'utc', 'receipt', 'delivered' "
+            "FROM sms WHERE sendlogid = %s AND status = 'sent' LIMIT 1",
+            (ref,),
+        )
+
+    again = text(client.get(f"/admin/sends/{ref}"))
+
+    assert last_row(again) == '<td class="num">2</td><td class="num">1</td><td class="num">2</td>'
+    assert rows(db, "SELECT sum(events) FROM send_event_seconds") == [(4,)]

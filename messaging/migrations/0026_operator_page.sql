@@ -11,6 +11,21 @@ CREATE TABLE sms_event_hours (
     PRIMARY KEY (hour, status)
 );
 
+-- One send's status events per second, for its page's delivery-over-time chart: a send of
+-- 100,000 has 200,000 events, mostly within a few minutes. Counted once its seconds have
+-- settled (as above), up to `counteduntil`; later events are counted live.
+CREATE TABLE send_event_seconds (
+    sendlogid BIGINT NOT NULL,
+    second TIMESTAMP NOT NULL,     -- UTC
+    status VARCHAR NOT NULL,
+    events INTEGER NOT NULL,
+    PRIMARY KEY (sendlogid, second, status)
+);
+CREATE TABLE send_events_counted (
+    sendlogid BIGINT PRIMARY KEY,
+    counteduntil TIMESTAMP NOT NULL  -- UTC: its events before this are in send_event_seconds
+);
+
 -- The last run of each periodic job (poll-status), for the page's health panel: a run that
 -- found nothing to ask about leaves no other trace.
 CREATE TABLE job_runs (
