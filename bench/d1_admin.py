@@ -3,11 +3,12 @@ messages in sms (and 1,950,000 status events): p50 and p99 of each page over rea
 beside GET /ping driven the same way in the same run. Target: every page under 200 ms.
 
 The database: 9,000 sends of 100 messages spread over the last 30 days and one of 100,000
-made 50 minutes ago (its 200,000 events fall in the hour the overview counts live), 20
-callers, 90 % delivered, 5 % failed for one of five reasons, 5 % still `sent`, 10,000
-opt-outs. The first overview after the fill counts every settled hour of the 30 days
-into sms_event_hours (what migration 0026 does on an upgrade): that visit is reported on
-its own (first_overview_ms), then every page is timed warm.
+made 3 hours ago, 20 callers, 90 % delivered, 5 % failed for one of five reasons, 5 %
+still `sent`, 10,000 opt-outs. The first overview after the fill counts every settled
+hour of the 30 days (what migration 0026 does on an upgrade): that visit is reported on
+its own (first_overview_ms), then every page is timed warm. Last, the big send is moved
+to the last few minutes, where the overview counts its 195,000 events on each visit
+until their hour has settled: fresh_big_send_overview_p50_ms (not part of the target).
 """
 
 import time
@@ -30,7 +31,7 @@ FILL = [
     INSERT INTO sendlog (id, senttime, originator, type, quantity, delivered, failed, sent,
                          message, status, description)
     SELECT g,
-           CASE WHEN g = {BIG_REF} THEN (now() AT TIME ZONE 'utc') - interval '50 minutes'
+           CASE WHEN g = {BIG_REF} THEN (now() AT TIME ZONE 'utc') - interval '3 hours'
                 ELSE (now() AT TIME ZONE 'utc') - interval '30 days'
                      + g * interval '30 days' / {BIG_REF} END,
            'caller-' || (g % 20), 'sms',
@@ -140,6 +141,8 @@ def run() -> dict:
                 figures[f"{name}_p50_ms"] = percentile(measured, 0.5) * 1000
                 figures[f"{name}_p99_ms"] = percentile(measured, 0.99) * 1000
             csv = timed(session, f"{base}/sends/{BIG_REF}/failed.csv", 5)
+            make_big_send_fresh(url)
+            fresh = timed(session, f"{base}/admin", 5)
             ping = timed(session, f"{base}/ping", REQUESTS)
             page = session.get(f"{base}/admin/sends/{BIG_REF}").text
             assert f"{BIG_SIZE // 20:,}" in page  # its failed count, as the fill made it
@@ -154,7 +157,28 @@ def run() -> dict:
         "first_overview_ms": first * 1000,
         **figures,
         "failed_csv_5000_rows_ms": percentile(csv, 0.5) * 1000,
+        "fresh_big_send_overview_p50_ms": percentile(fresh, 0.5) * 1000,
     }
+
+
+def make_big_send_fresh(url: str) -> None:
+    """Move the big send and its events to the last few minutes: not yet settled."""
+    conn = connect(url)
+    with conn.cursor() as cur:
+        for table, column in (("sendlog", "senttime"), ("sms", "senttime")):
+            key = "id" if table == "sendlog" else "sendlogid"
+            cur.execute(
+                f"UPDATE {table} SET {column} = {column} + interval '2 hours 57 minutes' "
+                f"WHERE {key} = %s",
+                (BIG_REF,),
+            )
+        cur.execute(
+            "UPDATE sms_events SET time = time + interval '2 hours 57 minutes' "
+            "WHERE sendlogid = %s",
+            (BIG_REF,),
+        )
+        cur.execute("VACUUM ANALYZE sms_events")
+    conn.close()
 
 
 if __name__ == "__main__":

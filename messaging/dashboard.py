@@ -236,7 +236,7 @@ def overview(services: Services, owner: str | None) -> dict:
     with services.db.transaction() as cur:
         hours = queries.events_per_hour(cur, _hour(now) - timedelta(days=30))
         providers = queries.provider_figures(
-            cur, services.config.provider.name, now - timedelta(hours=24)
+            cur, services.config.provider.name, _hour(now) - timedelta(hours=23)
         )
         optouts = queries.count_optouts(cur)
     return {
@@ -284,47 +284,46 @@ def _chart(buckets) -> dict:
 
 
 def providers_from(counted) -> list[dict]:
-    """Turn messages counted by (provider, status, tenths of a second to delivery) into each
-    provider's totals, delivery rate and median time to delivery."""
-    by_provider = defaultdict(lambda: {"status": defaultdict(int), "tenths": defaultdict(int)})
-    for name, status, tenths, messages in counted:
+    """Turn provider events counted by (provider, status, seconds to delivery) into each
+    provider's figures: messages handed over, delivered and failed, the delivery rate of
+    those that reached an outcome, and the median time to delivery."""
+    by_provider = defaultdict(lambda: {"status": defaultdict(int), "seconds": defaultdict(int)})
+    for name, status, seconds, events in counted:
         figures = by_provider[name]
-        figures["status"][status] += messages
-        if tenths is not None:
-            figures["tenths"][tenths] += messages
+        figures["status"][status] += int(events)
+        if status == "delivered":
+            figures["seconds"][float(seconds)] += int(events)
     found = []
     for name in sorted(by_provider):
-        status, tenths = by_provider[name]["status"], by_provider[name]["tenths"]
-        messages = sum(status.values())
+        status, seconds = by_provider[name]["status"], by_provider[name]["seconds"]
         delivered, failed = status["delivered"], status["failed"]
+        outcomes = delivered + failed
         found.append(
             {
                 "name": name,
-                "messages": messages,
+                "sent": status["sent"],
                 "delivered": delivered,
                 "failed": failed,
-                "pending": messages - delivered - failed,
-                "rate": delivered / messages if messages else None,
-                "median": median_tenths(tenths),
+                "rate": delivered / outcomes if outcomes else None,
+                "median": weighted_median(seconds),
             }
         )
     return found
 
 
-def median_tenths(counts: dict[int, int]) -> float | None:
-    """Return the median (seconds) of values counted by tenths of a second."""
+def weighted_median(counts: dict[float, int]) -> float | None:
+    """Return the median of values given with how often each occurs."""
     total = sum(counts.values())
     if not total:
         return None
-    seen, values = 0, sorted(counts)
     middle = [(total - 1) // 2, total // 2]  # the middle one, or the middle two
-    found = []
-    for value in values:
+    seen, found = 0, []
+    for value in sorted(counts):
         seen += counts[value]
         while middle and middle[0] < seen:
             middle.pop(0)
             found.append(value)
-    return sum(found) / len(found) / 10
+    return sum(found) / len(found)
 
 
 def _health(cur, services: Services, window_start: datetime) -> dict:

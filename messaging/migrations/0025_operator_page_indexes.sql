@@ -5,10 +5,6 @@
 CREATE INDEX sms_events_time ON sms_events (time) INCLUDE (status);
 -- One send's events in time order: its page's delivery-over-time chart.
 CREATE INDEX sms_events_send ON sms_events (sendlogid, time) INCLUDE (status);
--- Messages a provider took (an id) or refused (its code), by when: the overview's figures
--- per provider (24 hours), read from the index alone.
-CREATE INDEX sms_senttime ON sms (senttime) INCLUDE (status, provider, statustimestamp)
-    WHERE providerid IS NOT NULL OR errorcode <> '';
 -- One send's failed messages: its failures by reason and its failed.csv, without reading
 -- the delivered ones.
 CREATE INDEX sms_failed ON sms (sendlogid, id) WHERE status = 'failed';

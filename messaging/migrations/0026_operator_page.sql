@@ -11,6 +11,19 @@ CREATE TABLE sms_event_hours (
     PRIMARY KEY (hour, status)
 );
 
+-- The providers' events per hour, for the overview's figures per provider over 24 hours:
+-- by provider ('' for a message with no sms.provider: the configured one), status, and
+-- for a delivery its seconds from handover, to two significant figures. Counted with
+-- sms_event_hours, for the last two days only.
+CREATE TABLE provider_event_hours (
+    hour TIMESTAMP NOT NULL,       -- UTC
+    provider VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    seconds NUMERIC NOT NULL,      -- to delivery; -1 for sent and failed
+    events INTEGER NOT NULL,
+    PRIMARY KEY (hour, provider, status, seconds)
+);
+
 -- One send's status events per second, for its page's delivery-over-time chart: a send of
 -- 100,000 has 200,000 events, mostly within a few minutes. Counted once its seconds have
 -- settled (as above), up to `counteduntil`; later events are counted live.
@@ -44,8 +57,23 @@ CREATE TABLE service_secrets (
     created TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
--- Count the settled hours of the last 31 days now (index sms_events_time, migration 0025),
--- so that the first visit after the upgrade does not count a month of events itself.
+-- Count the settled hours of the last 31 days (2 for the providers) now, with the index
+-- sms_events_time of migration 0025, so that the first visit after the upgrade does not
+-- count a month of events itself.
+INSERT INTO provider_event_hours (hour, provider, status, seconds, events)
+SELECT date_trunc('hour', e.time), COALESCE(s.provider, ''), e.status,
+       CASE WHEN e.status <> 'delivered' THEN -1 ELSE (
+           SELECT CASE WHEN d < 10 THEN round(d::numeric, 1) WHEN d < 100 THEN round(d::numeric)
+                       WHEN d < 1000 THEN round(d::numeric, -1)
+                       WHEN d < 10000 THEN round(d::numeric, -2) ELSE round(d::numeric, -3) END
+           FROM greatest(0, date_part('epoch', e.time - s.senttime)) AS d) END,
+       count(*)
+FROM sms_events AS e JOIN sms AS s ON s.id = e.smsid
+WHERE e.time >= date_trunc('hour', (now() AT TIME ZONE 'utc') - interval '2 days')
+  AND e.time < date_trunc('hour', (now() AT TIME ZONE 'utc') - interval '10 minutes')
+  AND (e.providerid IS NOT NULL OR COALESCE(e.errorcode, '') <> '')
+GROUP BY 1, 2, 3, 4;
+
 INSERT INTO sms_event_hours (hour, status, events)
 SELECT hours.hour, statuses.status, COALESCE(counted.events, 0)
 FROM generate_series(date_trunc('hour', (now() AT TIME ZONE 'utc') - interval '31 days'),
