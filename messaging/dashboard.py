@@ -234,9 +234,10 @@ def overview(services: Services, owner: str | None) -> dict:
     with services.db.transaction() as cur:
         queries.count_new_event_hours(cur)
     with services.db.transaction() as cur:
-        hours = queries.events_per_hour(cur, _hour(now) - timedelta(days=30))
+        settled = queries.settled_hour(cur)
+        hours = queries.events_per_hour(cur, _hour(now) - timedelta(days=30), settled)
         providers = queries.provider_figures(
-            cur, services.config.provider.name, _hour(now) - timedelta(hours=23)
+            cur, services.config.provider.name, _hour(now) - timedelta(hours=23), settled
         )
         optouts = queries.count_optouts(cur)
     return {

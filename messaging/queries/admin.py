@@ -3,6 +3,8 @@ timeline and recipients, message counts per hour and per provider, and the healt
 dispatchers and poll-status. Each query is bounded by an index (migrations 0025 and 0026),
 so a page stays fast on a database of millions of messages."""
 
+from datetime import datetime
+
 from messaging.queries import NOW_UTC
 from messaging.queries.sends import SEND_STATE
 
@@ -121,21 +123,19 @@ def count_send_events(cur, sendlog_id):
 def send_events_per_second(cur, sendlog_id):
     """Return a send's status events per second, as (second, status, events): its settled
     seconds from send_event_seconds, the rest counted now (call count_send_events first)."""
+    cur.execute("SELECT counteduntil FROM send_events_counted WHERE sendlogid = %s", (sendlog_id,))
+    found = cur.fetchone()
+    # The mark as a value, not a subquery, so that the planner sees how few events follow it.
     cur.execute(
         """
-        WITH mark AS (
-            SELECT COALESCE((SELECT counteduntil FROM send_events_counted
-                             WHERE sendlogid = %(id)s), '-infinity') AS until
-        )
-        SELECT second, status, events FROM send_event_seconds, mark
-        WHERE sendlogid = %(id)s AND second < mark.until
+        SELECT second, status, events FROM send_event_seconds
+        WHERE sendlogid = %(id)s AND second < %(until)s
         UNION ALL
         SELECT date_trunc('second', time), status, count(*)
-        FROM sms_events, mark
-        WHERE sendlogid = %(id)s AND time >= mark.until
+        FROM sms_events WHERE sendlogid = %(id)s AND time >= %(until)s
         GROUP BY 1, 2
         """,
-        {"id": sendlog_id},
+        {"id": sendlog_id, "until": found[0] if found else datetime.min},
     )
     return cur.fetchall()
 
@@ -203,104 +203,111 @@ def count_new_event_hours(cur):
     no page shows any more. One request at a time; the others wait for it and find it
     done."""
     cur.execute("SELECT pg_advisory_xact_lock(%s)", (EVENT_HOURS_LOCK,))
+    # The bounds first, as values: the planner then sees how few events lie between them.
     cur.execute(
         f"""
-        WITH bounds AS (
-            SELECT greatest(
-                       (SELECT max(hour) + interval '1 hour' FROM sms_event_hours),
-                       date_trunc('hour', {NOW_UTC} - make_interval(days => %(days)s))
-                   ) AS first,
-                   date_trunc('hour', {NOW_UTC} - make_interval(mins => %(settling)s))
-                       AS settled,
-                   date_trunc('hour', {NOW_UTC} - make_interval(days => %(provider_days)s))
-                       AS provider_first
-        ), counted AS (
-            SELECT date_trunc('hour', time) AS hour, status, count(*) AS events
-            FROM sms_events, bounds
-            WHERE time >= bounds.first AND time < bounds.settled
-            GROUP BY 1, 2
-        ), by_provider AS (
+        SELECT greatest((SELECT max(hour) + interval '1 hour' FROM sms_event_hours),
+                        date_trunc('hour', {NOW_UTC} - make_interval(days => %(days)s))),
+               date_trunc('hour', {NOW_UTC} - make_interval(mins => %(settling)s)),
+               date_trunc('hour', {NOW_UTC} - make_interval(days => %(provider_days)s))
+        """,
+        {"days": KEPT_DAYS, "settling": SETTLING_MINUTES, "provider_days": PROVIDER_DAYS},
+    )
+    first, settled, provider_first = cur.fetchone()
+    if first < settled:
+        bounds = {"first": first, "settled": settled, "provider_first": provider_first}
+        cur.execute(
+            f"""
             INSERT INTO provider_event_hours (hour, provider, status, seconds, events)
             SELECT date_trunc('hour', e.time), COALESCE(s.provider, ''), e.status,
                    {DELIVERY_SECONDS}, count(*)
-            FROM bounds, sms_events AS e JOIN sms AS s ON s.id = e.smsid
-            WHERE e.time >= greatest(bounds.first, bounds.provider_first)
-              AND e.time < bounds.settled AND {PROVIDER_EVENT}
+            FROM sms_events AS e JOIN sms AS s ON s.id = e.smsid
+            WHERE e.time >= greatest(%(first)s, %(provider_first)s)
+              AND e.time < %(settled)s AND {PROVIDER_EVENT}
             GROUP BY 1, 2, 3, 4
             ON CONFLICT DO NOTHING
+            """,
+            bounds,
         )
-        INSERT INTO sms_event_hours (hour, status, events)
-        SELECT hours.hour, statuses.status, COALESCE(counted.events, 0)
-        FROM bounds,
-             generate_series(bounds.first, bounds.settled - interval '1 hour',
-                             interval '1 hour') AS hours(hour)
-        CROSS JOIN unnest(%(statuses)s::varchar[]) AS statuses(status)
-        LEFT JOIN counted ON counted.hour = hours.hour AND counted.status = statuses.status
-        ON CONFLICT DO NOTHING
-        """,
-        {
-            "days": KEPT_DAYS,
-            "settling": SETTLING_MINUTES,
-            "provider_days": PROVIDER_DAYS,
-            "statuses": list(STATUSES),
-        },
-    )
+        cur.execute(
+            """
+            WITH counted AS (
+                SELECT date_trunc('hour', time) AS hour, status, count(*) AS events
+                FROM sms_events WHERE time >= %(first)s AND time < %(settled)s
+                GROUP BY 1, 2
+            )
+            INSERT INTO sms_event_hours (hour, status, events)
+            SELECT hours.hour, statuses.status, COALESCE(counted.events, 0)
+            FROM generate_series(%(first)s, %(settled)s - interval '1 hour',
+                                 interval '1 hour') AS hours(hour)
+            CROSS JOIN unnest(%(statuses)s::varchar[]) AS statuses(status)
+            LEFT JOIN counted ON counted.hour = hours.hour AND counted.status = statuses.status
+            ON CONFLICT DO NOTHING
+            """,
+            {**bounds, "statuses": list(STATUSES)},
+        )
+    cur.execute("DELETE FROM sms_event_hours WHERE hour < %s", (first_kept(cur, KEPT_DAYS),))
     cur.execute(
-        f"DELETE FROM sms_event_hours "
-        f"WHERE hour < date_trunc('hour', {NOW_UTC} - make_interval(days => %s))",
-        (KEPT_DAYS,),
-    )
-    cur.execute(
-        f"DELETE FROM provider_event_hours "
-        f"WHERE hour < date_trunc('hour', {NOW_UTC} - make_interval(days => %s))",
-        (PROVIDER_DAYS,),
+        "DELETE FROM provider_event_hours WHERE hour < %s", (first_kept(cur, PROVIDER_DAYS),)
     )
 
 
-def events_per_hour(cur, since):
+def first_kept(cur, days):
+    cur.execute(f"SELECT date_trunc('hour', {NOW_UTC} - make_interval(days => %s))", (days,))
+    return cur.fetchone()[0]
+
+
+def settled_hour(cur):
+    """Return the start of the first hour (UTC) whose events may still be written: the
+    hours before it are counted in sms_event_hours and provider_event_hours."""
+    cur.execute(
+        f"SELECT date_trunc('hour', {NOW_UTC} - make_interval(mins => %s))", (SETTLING_MINUTES,)
+    )
+    return cur.fetchone()[0]
+
+
+def events_per_hour(cur, since, settled):
     """Return status events per hour from `since` (UTC) to now, as (hour, status, events):
-    settled hours from sms_event_hours, the rest counted now."""
+    hours before `settled` (settled_hour) from sms_event_hours, the rest counted now."""
+    # `settled` is passed as a value, not computed in the query, so that the planner sees
+    # how few of the events come after it.
     cur.execute(
-        f"""
-        WITH settled AS (
-            SELECT date_trunc('hour', {NOW_UTC} - make_interval(mins => %(settling)s)) AS until
-        )
-        SELECT hour, status, events FROM sms_event_hours, settled
-        WHERE hour >= %(since)s AND hour < settled.until
+        """
+        SELECT hour, status, events FROM sms_event_hours
+        WHERE hour >= %(since)s AND hour < %(settled)s
         UNION ALL
         SELECT date_trunc('hour', time), status, count(*)
-        FROM sms_events, settled
-        WHERE time >= greatest(settled.until, %(since)s)
+        FROM sms_events WHERE time >= greatest(%(settled)s, %(since)s)
         GROUP BY 1, 2
         ORDER BY 1
         """,
-        {"since": since, "settling": SETTLING_MINUTES},
+        {"since": since, "settled": settled},
     )
     return cur.fetchall()
 
 
-def provider_figures(cur, default_provider, since):
+def provider_figures(cur, default_provider, since, settled):
     """Return the providers' status events from `since` (UTC) to now, counted by
     (provider, status, seconds from handover to delivery: -1 but for `delivered`), as
-    (provider, status, seconds, events): settled hours from provider_event_hours, the rest
-    counted now. A message with no provider recorded (before several providers) was
-    carried by `default_provider`."""
+    (provider, status, seconds, events): hours before `settled` (settled_hour) from
+    provider_event_hours, the rest counted now. A message with no provider recorded
+    (before several providers) was carried by `default_provider`."""
+    # A few thousand events at most: starting a parallel worker would cost more (20-30 ms
+    # on a busy machine) than it saves.
+    cur.execute("SET LOCAL max_parallel_workers_per_gather = 0")
     cur.execute(
         f"""
-        WITH settled AS (
-            SELECT date_trunc('hour', {NOW_UTC} - make_interval(mins => %(settling)s)) AS until
-        )
         SELECT COALESCE(NULLIF(provider, ''), %(default)s), status, seconds, sum(events)
-        FROM provider_event_hours, settled
-        WHERE hour >= %(since)s AND hour < settled.until
+        FROM provider_event_hours
+        WHERE hour >= %(since)s AND hour < %(settled)s
         GROUP BY 1, 2, 3
         UNION ALL
         SELECT COALESCE(s.provider, %(default)s), e.status, {DELIVERY_SECONDS}, count(*)
-        FROM settled, sms_events AS e JOIN sms AS s ON s.id = e.smsid
-        WHERE e.time >= greatest(settled.until, %(since)s) AND {PROVIDER_EVENT}
+        FROM sms_events AS e JOIN sms AS s ON s.id = e.smsid
+        WHERE e.time >= greatest(%(settled)s, %(since)s) AND {PROVIDER_EVENT}
         GROUP BY 1, 2, 3
         """,
-        {"default": default_provider, "since": since, "settling": SETTLING_MINUTES},
+        {"default": default_provider, "since": since, "settled": settled},
     )
     return cur.fetchall()
 
