@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from messaging import signin
+from messaging import dashboard, signin
 from tests.conftest import base_config, rows
 from tests.fake_auth import FakeAuthService
 
@@ -664,3 +664,24 @@ def test_delivery_over_time_counts_settled_seconds_once_and_new_events_live(clie
 
     assert last_row(again) == '<td class="num">2</td><td class="num">1</td><td class="num">2</td>'
     assert rows(db, "SELECT sum(events) FROM send_event_seconds") == [(4,)]
+
+
+def test_too_many_unsettled_events_leave_the_provider_figures_at_the_settled_hour(
+    client, db, monkeypatch
+):
+    send(client)
+    with db.cursor() as cur:  # two hours ago: settled
+        cur.execute("UPDATE sms SET senttime = senttime - interval '2 hours'")
+        cur.execute("UPDATE sms_events SET time = time - interval '2 hours'")
+    send(client)  # now: 4 more events, in an hour still open
+    monkeypatch.setattr(dashboard, "LIVE_PROVIDER_EVENTS", 3)
+
+    page = text(client.get("/admin"))
+
+    assert '<th scope="row">MockProvider</th><td class="num">2</td>' in page  # the first only
+    assert "Figures up to" in page and "once their hour has settled" in page
+    assert "Last 24 hours, per hour: sent 4, delivered 0, failed 4" in page  # the chart: all
+    monkeypatch.setattr(dashboard, "LIVE_PROVIDER_EVENTS", 4)
+    everything = text(client.get("/admin"))
+    assert '<th scope="row">MockProvider</th><td class="num">4</td>' in everything
+    assert "Figures up to" not in everything

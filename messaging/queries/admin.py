@@ -286,12 +286,21 @@ def events_per_hour(cur, since, settled):
     return cur.fetchall()
 
 
-def provider_figures(cur, default_provider, since, settled):
+def count_events_since(cur, since, most):
+    """Count the status events since `since` (UTC), stopping at `most`."""
+    cur.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM sms_events WHERE time >= %s LIMIT %s) AS newer",
+        (since, most),
+    )
+    return cur.fetchone()[0]
+
+
+def provider_figures(cur, default_provider, since, settled, live=True):
     """Return the providers' status events from `since` (UTC) to now, counted by
     (provider, status, seconds from handover to delivery: -1 but for `delivered`), as
     (provider, status, seconds, events): hours before `settled` (settled_hour) from
-    provider_event_hours, the rest counted now. A message with no provider recorded
-    (before several providers) was carried by `default_provider`."""
+    provider_event_hours, the rest counted now unless `live` is false. A message with no
+    provider recorded (before several providers) was carried by `default_provider`."""
     # A few thousand events at most: starting a parallel worker would cost more (20-30 ms
     # on a busy machine) than it saves.
     cur.execute("SET LOCAL max_parallel_workers_per_gather = 0")
@@ -304,10 +313,10 @@ def provider_figures(cur, default_provider, since, settled):
         UNION ALL
         SELECT COALESCE(s.provider, %(default)s), e.status, {DELIVERY_SECONDS}, count(*)
         FROM sms_events AS e JOIN sms AS s ON s.id = e.smsid
-        WHERE e.time >= greatest(%(settled)s, %(since)s) AND {PROVIDER_EVENT}
+        WHERE e.time >= greatest(%(settled)s, %(since)s) AND {PROVIDER_EVENT} AND %(live)s
         GROUP BY 1, 2, 3
         """,
-        {"default": default_provider, "since": since, "settled": settled},
+        {"default": default_provider, "since": since, "settled": settled, "live": live},
     )
     return cur.fetchall()
 
