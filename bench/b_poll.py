@@ -20,12 +20,12 @@ from psycopg2 import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from messaging import polling  # noqa: E402
-from messaging.config import Config  # noqa: E402
-from messaging.db import Database, apply_migrations, database_url  # noqa: E402
-from messaging.msisdn import Normaliser  # noqa: E402
-from messaging.providers.mock import MockProvider  # noqa: E402
-from messaging.services import Services  # noqa: E402
+from messaging import polling
+from messaging.config import Config
+from messaging.db import Database, apply_migrations, database_url
+from messaging.msisdn import Normaliser
+from messaging.providers.mock import MockProvider
+from messaging.services import Services
 
 LOCAL_SERVER = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 PER_SEND = 1000

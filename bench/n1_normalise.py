@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from messaging.msisdn import Normaliser, clean_reference  # noqa: E402
-from tests.number_samples import SAMPLE_COUNTRIES, generate  # noqa: E402
+from messaging.msisdn import Normaliser, clean_reference
+from tests.number_samples import SAMPLE_COUNTRIES, generate
 
 COUNTRIES = ("ZA", "BW")
 

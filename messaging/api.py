@@ -167,9 +167,10 @@ def send_sms():
     if key is None:
         status, answer = send()
     else:
-        request_fingerprint = idempotency.fingerprint(
-            fields["message"], fields["msisdns"], fields.get("sender"), fields.get("send_at")
-        )
+        parts = [fields["message"], fields["msisdns"], fields.get("sender"), fields.get("send_at")]
+        if fields.get("callback_url"):  # only then: the keys stored before it keep matching
+            parts.append(fields["callback_url"])
+        request_fingerprint = idempotency.fingerprint(*parts)
         status, answer = idempotency.run_once(
             services().db, g.identity.name, key, request_fingerprint, send, answer_for_send
         )

@@ -537,7 +537,8 @@ def webhooks_secret():
 @click.option(
     "--until-idle",
     is_flag=True,
-    help="Exit once no batch is waiting or being sent, instead of running until stopped.",
+    help="Exit once no batch is waiting or being sent and no webhook is due, instead of "
+    "running until stopped.",
 )
 @with_appcontext
 def dispatch_command(concurrency, until_idle):
@@ -622,6 +623,6 @@ def shell_context() -> dict:
 
 def main() -> None:
     """The `messaging` console script: the Flask CLI bound to this app."""
-    from messaging import create_app  # noqa: PLC0415 - avoids an import cycle
+    from messaging import create_app  # here, not at the top: avoids an import cycle
 
     FlaskGroup(create_app=create_app)()

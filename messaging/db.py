@@ -197,7 +197,9 @@ class Database:
 
     def _give_back(self, conn) -> None:
         try:
-            if conn.status != psycopg2.extensions.STATUS_READY:
+            if conn.autocommit:
+                conn.autocommit = False
+            elif conn.status != psycopg2.extensions.STATUS_READY:
                 conn.rollback()
         except psycopg2.Error:
             conn.close()
@@ -210,6 +212,15 @@ class Database:
         """Yield a cursor inside one transaction: commit on success, roll back on error."""
         with self.connection() as conn, conn, conn.cursor() as cur:
             yield cur
+
+    @contextlib.contextmanager
+    def statement(self) -> Iterator:
+        """Yield a cursor whose every statement commits on its own: for work that is one
+        statement, it spares the server the BEGIN and COMMIT round trips of a transaction."""
+        with self.connection() as conn:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                yield cur
 
     def close(self) -> None:
         with self._lock:

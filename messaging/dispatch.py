@@ -33,7 +33,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -126,7 +126,7 @@ class SharedRateLimit:
         self._sleep = sleep
 
     def acquire(self) -> None:
-        with self.db.transaction() as cur:
+        with self.db.statement() as cur:
             wait = take_rate_slot(cur, self.provider, self.interval)
         if wait > 0:
             self._sleep(wait)
@@ -182,7 +182,8 @@ class Worker:
     # --- 1. claim ---
 
     def claim(self) -> Batch | None:
-        with self.db.transaction() as cur:
+        # Each claim is one statement that stands alone: no transaction around them.
+        with self.db.statement() as cur:
             row = None
             if self.takes_over and time.monotonic() >= self._next_takeover:
                 row = claim_abandoned(cur, self.name, self.lease, self.send_id)
@@ -496,7 +497,7 @@ class Dispatcher:
         self.wakeup = Wakeup(services.db.dsn)
         self.webhooks = webhooks.Sender(services, self.name, self.stop, self.wakeup.webhooks)
         self.batches = 0
-        # Exit once there is no batch left at all (flask dispatch --until-idle).
+        # Exit once there is no batch left at all and no webhook due (--until-idle).
         self.idle_exit = False
         self._lock = threading.Lock()
 
@@ -539,7 +540,7 @@ class Dispatcher:
 
     def _heartbeat(self) -> None:
         try:
-            with self.services.db.transaction() as cur:
+            with self.services.db.statement() as cur:
                 heartbeat(cur, self.name)
         except MessagingError as err:
             log.warning("dispatcher %s: heartbeat failed: %s", self.name, err.message)
@@ -567,7 +568,7 @@ class Dispatcher:
     def _idle(self) -> None:
         """Sleep until a new send is announced, or the next batch is due (at most a second)."""
         try:
-            with self.services.db.transaction() as cur:
+            with self.services.db.statement() as cur:
                 due = next_due_seconds(cur)
                 if self.idle_exit and not has_work(cur):
                     self.stop.set()
@@ -584,19 +585,23 @@ def work_on_send(
     send_id: int,
     deadline: float | None,
     on_recorded: Callable[[int], None] | None = None,
+    progress: dict | None = None,
 ) -> dict:
     """Work on one send's batches beside any dispatchers until it is done or `deadline`
     (time.monotonic(); None: until done), on up to maxConcurrentRequests threads, and
-    return its progress (queries.dispatch.send_progress). A batch in flight at the
+    return its progress (queries.dispatch.send_progress; given, as the transaction that
+    recorded the send read it, it spares the first query). A batch in flight at the
     deadline is finished and recorded; what is left goes on with the dispatchers. A
     database that stays away until the deadline raises ServiceUnavailable."""
     name = f"{worker_name()}:send-{send_id}"
     failures: list[MessagingError] = []
 
-    def run() -> None:
+    def run(turns: Iterator[int]) -> None:
         worker = Worker(services, name=name, send_id=send_id, takes_over=False)
         worker.on_recorded = on_recorded
-        while deadline is None or time.monotonic() < deadline:
+        # A turn per batch that was due: once they are taken, the send is read again
+        # rather than asked for one more batch that is most likely not there.
+        while (deadline is None or time.monotonic() < deadline) and next(turns, None) is not None:
             try:
                 if not worker.work_once():
                     return
@@ -605,12 +610,12 @@ def work_on_send(
                 return
 
     while True:
-        try:
-            with services.db.transaction() as cur:
-                progress = send_progress(cur, send_id)
-        except MessagingError as err:
-            failures.append(err)
-            progress = None
+        if progress is None:
+            try:
+                with services.db.statement() as cur:
+                    progress = send_progress(cur, send_id)
+            except MessagingError as err:
+                failures.append(err)
         if progress is not None and (progress["status"] != "sending" or not progress["queued"]):
             return progress
         if deadline is not None and time.monotonic() >= deadline:
@@ -618,12 +623,14 @@ def work_on_send(
                 raise failures[-1]
             return progress
         if progress is not None and progress["due_now"]:
-            workers = min(services.config.provider.max_concurrent_requests, progress["due_now"])
+            due = progress["due_now"]
+            turns = iter(range(due))  # next() on it is atomic: the threads share it
+            workers = min(services.config.provider.max_concurrent_requests, due)
             # Each thread in a copy of this context: its log lines carry the request id.
             threads = [
                 threading.Thread(
                     target=contextvars.copy_context().run,
-                    args=(run,),
+                    args=(run, turns),
                     name=f"send-{send_id}-{n}",
                     daemon=True,
                 )
@@ -635,3 +642,4 @@ def work_on_send(
                 thread.join()
         else:  # held by other workers, due later, or the database is away: look again soon
             time.sleep(0.05 if progress is not None else 0.2)
+        progress = None

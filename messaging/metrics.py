@@ -114,7 +114,7 @@ def record_poll_run(summary, *, ok: bool | None = None, duration: float | None =
         ok = getattr(summary, "ok", True) if ok is None else ok
         duration = seconds if duration is None else duration
         _update_poll_state(figures, ok, duration)
-    except Exception as err:  # noqa: BLE001 - metrics are best effort here
+    except Exception as err:  # metrics are best effort here
         log.warning("could not record the poll-status run in metrics: %s", err)
 
 

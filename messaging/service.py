@@ -25,7 +25,7 @@ from messaging.queries.dispatch import (
     record_send,
     send_progress,
 )
-from messaging.queries.optouts import record_opted_out, suppressed
+from messaging.queries.optouts import record_opted_out
 from messaging.queries.sends import find_send
 from messaging.queries.status import apply_status_updates, latest_message
 from messaging.segments import count_segments, encoding, is_text, smart_encode
@@ -149,9 +149,9 @@ def send_sms(
     size = batch_size(services)
 
     with services.db.transaction() as cur:
-        ids = allocate_ids(cur, len(cleaned.valid))
+        ids, suppressed = allocate_ids(cur, cleaned.valid) if cleaned.valid else ([], set())
         msisdns, send_ids, opted_out, opted_out_ids = _without_opted_out(
-            cleaned.valid, ids, suppressed(cur, cleaned.valid) if cleaned.valid else set()
+            cleaned.valid, ids, suppressed
         )
         sendlog_id, senttime = record_send(
             cur,
@@ -180,13 +180,15 @@ def send_sms(
             fail_ready_batches(cur, sendlog_id, *DISABLED, kind=TEMPORARY, source="send")
         if not settings.enabled or not msisdns:
             finish_if_done(cur, sendlog_id)  # nothing to send
-        # An answer at once is what this transaction recorded: read here, it spares the
-        # server a transaction of its own (K1 in `make bench-peer`).
-        progress = None if works_on_it else send_progress(cur, sendlog_id)
+        # What this transaction recorded, read here: it spares the server a transaction of
+        # its own (S2 in `make bench`, K1 in `make bench-peer`).
+        progress = send_progress(cur, sendlog_id)
     try:
         if works_on_it:
             deadline = None if math.isinf(wait) else time.monotonic() + wait
-            progress = dispatch.work_on_send(services, sendlog_id, deadline, on_recorded)
+            progress = dispatch.work_on_send(
+                services, sendlog_id, deadline, on_recorded, progress=progress
+            )
     except ServiceUnavailable as err:
         log.error("send %s: %s while sending; it goes on without this request", sendlog_id, err)
         raise ServiceUnavailable(

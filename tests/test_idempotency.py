@@ -40,6 +40,25 @@ def test_key_reused_for_a_different_request_is_refused(client, db):
     assert rows(db, "SELECT count(*) FROM sendlog") == [(1,)]
 
 
+def test_a_key_reused_with_another_callback_url_is_refused(make_app, db):
+    config = base_config()
+    config["deliveryStatus"] = {
+        "callbackSecret": "whsec_" + "A" * 32,
+        "allowPrivateCallbacks": True,
+    }
+    client = make_app(config).test_client()
+    first = {**BODY, "callbackUrl": "http://127.0.0.1:9/first"}
+    client.post("/sendsms", json=first, headers={"Idempotency-Key": "k1"})
+    other = client.post(
+        "/sendsms",
+        json={**first, "callbackUrl": "http://127.0.0.1:9/other"},
+        headers={"Idempotency-Key": "k1"},
+    )
+    assert other.status_code == 406
+    assert "different request" in other.get_json()["error"]
+    assert rows(db, "SELECT count(*) FROM sendlog") == [(1,)]
+
+
 def test_rejected_input_leaves_the_key_free(client, db):
     bad = client.post(
         "/sendsms",

@@ -63,6 +63,6 @@ def test_clean_agrees_with_reference_counts(entries):
 
 @pytest.mark.slow
 def test_a_million_numbers_agree_in_every_configuration():
-    from bench.n1_normalise import differential  # noqa: PLC0415 - the bench owns the pool
+    from bench.n1_normalise import differential  # the bench owns the pool
 
     assert differential(1_000_000) == 0

@@ -137,6 +137,18 @@ def test_the_configured_callback_url_is_the_default(make_app, db, receiver):
     assert [e["status"] for e in receiver.events()] == ["sent"]
 
 
+def test_dispatch_until_idle_delivers_the_webhooks_of_what_it_sent(make_app, db, receiver):
+    app = make_app(config(callbackUrl=receiver.url))
+    send(app.test_client(), ["0830000001", "0830000009"])
+    assert rows(db, "SELECT count(*) FROM webhook_outbox") != [(0,)]
+
+    result = app.test_cli_runner().invoke(args=["dispatch", "--until-idle"])
+
+    assert result.exit_code == 0, result.output
+    assert rows(db, "SELECT count(*) FROM webhook_outbox") == [(0,)]
+    assert sorted(e["status"] for e in receiver.events()) == ["failed", "sent"]
+
+
 def test_failures_are_retried_until_the_receiver_takes_them(make_app, db, receiver):
     # A timeout (no Retry-After: the back-off doubles from 5 s), then a 500 and a 429 asking
     # to come back in a second, then 200.

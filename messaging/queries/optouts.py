@@ -5,18 +5,6 @@ from messaging.queries import NOW_UTC, array_literal
 from messaging.queries.events import WOKEN, events_of
 
 
-def suppressed(cur, msisdns):
-    """Return which of these numbers are on the list, in one query however many."""
-    cur.execute(
-        """
-        SELECT optouts.msisdn
-        FROM optouts JOIN unnest(%s::varchar[]) AS given(msisdn) USING (msisdn)
-        """,
-        (array_literal(msisdns),),
-    )
-    return {msisdn for (msisdn,) in cur.fetchall()}
-
-
 def add_optouts(cur, msisdns, source):
     """Put numbers on the list (those already there keep their entry); return the new ones."""
     cur.execute(

@@ -101,7 +101,7 @@ def start_database(stack: ExitStack, work: Path) -> tuple[str, str]:
         server = LOCAL_SERVER
         print("e2e: PostgreSQL server on 127.0.0.1:5432", flush=True)
     except psycopg2.OperationalError:
-        from messaging import embedded  # noqa: PLC0415 - after sys.path is set
+        from messaging import embedded  # after sys.path is set
 
         print("e2e: starting an embedded PostgreSQL", flush=True)
         server = embedded.start(work / "pgdata").url
@@ -112,7 +112,7 @@ def start_database(stack: ExitStack, work: Path) -> tuple[str, str]:
         with conn.cursor() as cur:
             cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     stack.callback(drop_database, server, name)
-    from messaging.db import database_url  # noqa: PLC0415 - after sys.path is set
+    from messaging.db import database_url  # after sys.path is set
 
     return server, database_url(server, name)
 
@@ -242,7 +242,7 @@ def unit_command(unit: str, env: dict) -> tuple[list[str], dict]:
 
 
 def metric(text: str, name: str, **labels) -> float:
-    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+    from prometheus_client.parser import text_string_to_metric_families
 
     total = 0.0
     for family in text_string_to_metric_families(text):
@@ -591,7 +591,7 @@ def main() -> int:
                 stack.callback(shutil.rmtree, work, ignore_errors=True)
             try:
                 run(checks, stack, work)
-            except Exception as err:  # noqa: BLE001 - report, then unwind everything
+            except Exception as err:  # report, then unwind everything
                 checks.check("e2e set-up and run", False, f"{type(err).__name__}: {err}")
             if checks.failed:
                 for log in ("gunicorn.log", "nginx.error.log", "messaging.log"):
