@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench import (
     b_poll,
+    d1_admin,
     f1_fairness,
     fo1_failover,
     l1_long_send,
@@ -66,6 +67,7 @@ BENCHMARKS = {
         "all answered, 0 doubled, ratio < 2",
         lambda r: r["answered"] == fo1_failover.RECIPIENTS and r["doubled"] == 0 and r["ratio"] < 2,
     ),
+    "D1": (d1_admin.run, "p99 < 200 ms, every page", lambda r: r["value"] < 200),
     "W1": (
         w1_webhooks.run,
         "all within 5 s and >= 2,000/s",

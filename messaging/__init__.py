@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from flask import Flask
 
 from messaging import (
+    admin,
     api,
     auth,
     cli,
@@ -17,6 +18,7 @@ from messaging import (
     optouts,
     receipts,
     services,
+    signin,
     web,
 )
 from messaging.config import config_from_mapping, load_config
@@ -66,10 +68,14 @@ def create_app(test_config: Config | Mapping | None = None) -> Flask:
     app.register_blueprint(receipts.bp)
     app.register_blueprint(inbound.bp)
     app.register_blueprint(optouts.bp)
+    admin.init_app(app)
     ops.init_app(app, db.HealthCheck(database.dsn))
     # After the request id and the metrics timer: a refused request is logged and timed too.
     auth.init_app(
-        app, auth.make_authenticator(config.authentication, database), config.authentication
+        app,
+        auth.make_authenticator(config.authentication, database),
+        config.authentication,
+        signin.SignIn(database, config.authentication.session_secret),
     )
     cli.init_app(app)
     app.wsgi_app = web.SizedBodies(web.CaseInsensitivePaths(app.wsgi_app), config.max_body_bytes)

@@ -10,8 +10,8 @@ from urllib.parse import parse_qsl
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import ValidationError
 
-from messaging import idempotency, limits, metrics, sends, service
-from messaging.auth import public
+from messaging import dashboard, idempotency, limits, metrics, sends, service
+from messaging.auth import public, takes_sign_in
 from messaging.errors import InvalidInput, LimitExceeded
 from messaging.schemas import (
     MessageReport,
@@ -287,6 +287,33 @@ def cancel_send(refNumber):  # the API's name for it, as in every answer
     g.log_summary = f"ref={ref} cancelled"
     report = sends.send_report(services(), ref, 1, 1, g.identity.owner)
     return jsonify(send_summary_schema.dump(report.send))
+
+
+@bp.route("/sends/<refNumber>/failed.csv", methods=["GET"])
+@takes_sign_in
+def failed_numbers(refNumber):  # the API's name for it, as in every answer
+    """The failed numbers of a send, as CSV.
+
+    One line per failed message, in the send's order, under the header
+    `msisdn,code,reason,failure kind`: the provider's code and reason (or ours, such as
+    `cancelled` or `opted out`) and the failure's kind (temporary, permanent or unknown).
+    A cell that a spreadsheet would take for a formula starts with `'`. The operator's page
+    links here; with API keys its sign-in cookie is a credential here too.
+    ---
+    parameters:
+      - {in: path, name: refNumber, description: as /sendsms answered it}
+    responses:
+      200:
+        description: "CSV (RFC 4180), with a header line."
+        content: {text/csv: {schema: {type: string}}}
+      404: No send with that refNumber (or one of another caller, unless an admin).
+    errors: [406, 500]
+    """
+    ref = sends.parse_ref(refNumber)
+    text = dashboard.failed_numbers_csv(services(), ref, g.identity.owner)
+    response = Response(text, mimetype="text/csv")
+    response.headers["Content-Disposition"] = f'attachment; filename="send-{ref}-failed.csv"'
+    return response
 
 
 @bp.route("/normalize", methods=["POST"])

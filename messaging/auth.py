@@ -25,7 +25,7 @@ import cachetools
 import requests
 from flask import g, request
 
-from messaging import csrf
+from messaging import csrf, signin
 from messaging.db import Database
 from messaging.errors import (
     Forbidden,
@@ -350,6 +350,27 @@ def is_public(view) -> bool:
     return getattr(view, "public", False)
 
 
+def takes_sign_in(view):
+    """Let a view take the operator page's sign-in cookie (signin.py) as its credential
+    when authentication is by API key: the pages, and what they link to."""
+    view.takes_sign_in = True
+    return view
+
+
+def credentials(settings: AuthSettings, view, sign_in, request):
+    """Return the headers to authenticate a request with: its own, or, on a view that takes
+    the sign-in cookie and when the request presents no key itself, the key that cookie
+    holds (as an X-API-Key header)."""
+    if (
+        settings.service != "apikey"
+        or not getattr(view, "takes_sign_in", False)
+        or presented_key(request.headers) is not None
+    ):
+        return request.headers
+    key = sign_in.api_key(request.cookies.get(signin.COOKIE))
+    return {"X-API-Key": key} if key else request.headers
+
+
 def exposure_warning(settings: AuthSettings, host: str) -> str | None:
     """Return a warning when authentication is off and `host` is reachable from elsewhere."""
     if settings.enabled or is_loopback(host):
@@ -379,10 +400,11 @@ def require_admin(what: str) -> None:
         )
 
 
-def init_app(app, authenticator, settings: AuthSettings) -> None:
+def init_app(app, authenticator, settings: AuthSettings, sign_in: signin.SignIn) -> None:
     """Ask every request for credentials, except those of views marked `@public`; refuse a
     cross-site one that sends or changes anything with a browser's cookie (csrf.py)."""
     app.extensions["messaging.auth"] = authenticator
+    app.extensions["messaging.signin"] = sign_in
 
     @app.before_request
     def require_identity():
@@ -390,4 +412,5 @@ def init_app(app, authenticator, settings: AuthSettings) -> None:
         if view is None or is_public(view):  # no view: the answer is a 404 or 405 anyway
             return
         csrf.refuse_cross_site(settings, request, csrf.writes(request.method, request.endpoint))
-        g.identity = app.extensions["messaging.auth"].authenticate(request.headers)
+        headers = credentials(settings, view, sign_in, request)
+        g.identity = app.extensions["messaging.auth"].authenticate(headers)

@@ -116,6 +116,22 @@ def _string(secret: bool = False, non_empty: bool = False) -> Parser:
     return parse
 
 
+SESSION_SECRET_CHARS = 32
+
+
+def _session_secret(value: Any, path: str) -> str:
+    """A key to sign cookies with: at least 32 characters, or empty (made at random)."""
+    if not isinstance(value, str) or (value and len(value.strip()) < SESSION_SECRET_CHARS):
+        raise _fail(
+            path,
+            f'a random string of at least {SESSION_SECRET_CHARS} characters, or "" '
+            "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))' makes one)",
+            value,
+            secret=True,
+        )
+    return value.strip()
+
+
 def _choice(*choices: str) -> Parser:
     expected = "one of " + ", ".join(f'"{choice}"' for choice in choices)
 
@@ -461,6 +477,7 @@ _AUTH = _section(
         _key("timeout", "timeout", _number(0)),
         _key("adminPermission", "admin_permission", _optional(_permission)),
         _key("allowedOrigins", "allowed_origins", _origins),
+        _key("sessionSecret", "session_secret", _session_secret),
     ],
 )
 

@@ -28,10 +28,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from messaging import metrics, receipts, reconcile
 from messaging.errors import MessagingError, ProviderError
 from messaging.providers.base import DELIVERED, FAILED, Provider, StatusUpdate
+from messaging.queries import admin as job_runs
 from messaging.queries.polling import (
     analyze_stale_tables,
     claim_due_messages,
@@ -54,6 +56,7 @@ BATCH_LANES = 2
 SINGLE_CHUNK = 10
 SINGLE_LANES = 8
 LEASE_MARGIN = 60.0  # seconds a claim outlives the provider calls of its chunk
+POLL_JOB = "poll-status"  # its name in job_runs
 LOGGED_ERRORS = 10  # provider errors logged one by one per run; the rest are counted
 
 
@@ -144,6 +147,7 @@ def reconcile_then_poll(
     provider has no status query (nothing is polled or counted), else the summary,
     which is also added to the metrics.
     """
+    started = datetime.now(UTC)
     lines = []
     try:
         reconciled = reconcile.reconcile(services)
@@ -159,6 +163,7 @@ def reconcile_then_poll(
         report(line)
     keys = polled_providers(services)
     if not keys:
+        record_run(services, started, "nothing polled: no provider has a status query")
         return None
     on_chunk = None
     if progress is not None:
@@ -173,7 +178,18 @@ def reconcile_then_poll(
         if summary.database_error:
             break
     metrics.record_poll_run(summary)
+    record_run(services, started, summary.line())
     return summary
+
+
+def record_run(services: Services, started: datetime, summary: str) -> None:
+    """Keep this run as poll-status's last (the operator's page shows it); a database
+    that cannot take it is logged, not fatal: the run itself is done."""
+    try:
+        with services.db.transaction() as cur:
+            job_runs.record_run(cur, POLL_JOB, started, summary)
+    except MessagingError as err:
+        log.warning("poll-status: could not record the run: %s", err.message)
 
 
 def poll(

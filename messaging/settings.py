@@ -105,6 +105,9 @@ class AuthSettings:
     admin_permission: str | None = None
     # Origins a cookie-authenticated browser may send from (besides same-site).
     allowed_origins: tuple[str, ...] = ()
+    # Signs the operator page's sign-in cookie and CSRF tokens; empty: one made at random
+    # on first use and kept in the database (signin.py).
+    session_secret: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)

@@ -268,6 +268,9 @@ def test_an_expired_yes_leaves_the_cache_when_another_is_stored(fake_auth):
 # --- what is open, what is protected ---
 
 OPEN_PATHS = ("/ping", "/healthz", "/metrics", "/openapi.json", "/docs")
+# The operator's page's own open views: its sign-in form (with serviceauth it sends the
+# browser on to /admin), sign-out (drops a cookie) and stylesheet.
+OPEN_PAGE_PATHS = ("/admin/sign-in", "/admin/sign-out", "/admin/static/")
 
 
 def test_every_endpoint_needs_credentials_except_ping_health_metrics_and_docs(
@@ -281,12 +284,17 @@ def test_every_endpoint_needs_credentials_except_ping_health_metrics_and_docs(
         method = sorted(rule.methods - {"HEAD", "OPTIONS"})[0]
         path = adapter.build(rule.endpoint, dict.fromkeys(rule.arguments, "1"), method=method)
         response = client.open(path, method=method, json={})
-        if rule.rule.startswith(OPEN_PATHS):
+        if rule.rule.startswith(OPEN_PATHS + OPEN_PAGE_PATHS):
             assert response.status_code != 401, rule.rule
+        elif rule.rule.startswith("/admin"):  # a page: refused as a page, not as JSON
+            assert response.status_code == 401, rule.rule
+            assert "Sign in first" in response.text, rule.rule
+            protected.append(rule.rule)
         else:
             assert (response.status_code, response.get_json()) == (401, UNAUTHORIZED), rule.rule
             protected.append(rule.rule)
     assert {"/sendsms", "/messagestatus/<anytext:msisdn>", "/normalize"} <= set(protected)
+    assert {"/admin", "/admin/sends", "/sends/<refNumber>/failed.csv"} <= set(protected)
     assert fake_auth.checks == []
 
 

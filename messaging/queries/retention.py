@@ -51,6 +51,11 @@ def delete_old_messages(cur, sendlog_ids, cutoff, limit):
                       AS accepted
         ), events AS (
             DELETE FROM sms_events WHERE smsid IN (SELECT id FROM gone) RETURNING 1
+        ), uncounted AS (
+            -- the operator's page counts these sends' remaining events again
+            DELETE FROM send_events_counted WHERE sendlogid IN (SELECT sendlogid FROM gone)
+        ), uncounted_seconds AS (
+            DELETE FROM send_event_seconds WHERE sendlogid IN (SELECT sendlogid FROM gone)
         ), counts AS (
             SELECT sendlogid, count(*) AS messages,
                    count(*) FILTER (WHERE status = 'sent') AS sent,

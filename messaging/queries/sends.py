@@ -1,16 +1,21 @@
 """One send and its recipients, read back (GET /sends/<ref>); dispatch.py records them."""
 
+# What has become of a send, as GET /sends/<ref> and the operator's page call it.
+SEND_STATE = """
+    CASE WHEN status = 'cancelled' OR cancelledat IS NOT NULL THEN 'cancelled'
+         WHEN status <> 'sending' THEN 'done'
+         WHEN sendat > (now() AT TIME ZONE 'utc') THEN 'scheduled'
+         ELSE 'sending' END
+"""
+
 
 def find_send(cur, sendlog_id, originator=None):
     """Return one send's row as a dict, or None; only a send of `originator` unless None."""
     cur.execute(
-        """
+        f"""
         SELECT id, originator, senttime, sender, message, quantity,
                sent, delivered, failed, status, description, sendat, optedout,
-               CASE WHEN status = 'cancelled' OR cancelledat IS NOT NULL THEN 'cancelled'
-                    WHEN status <> 'sending' THEN 'done'
-                    WHEN sendat > (now() AT TIME ZONE 'utc') THEN 'scheduled'
-                    ELSE 'sending' END AS state
+               {SEND_STATE} AS state
         FROM sendlog
         WHERE id = %(id)s AND (%(originator)s::varchar IS NULL OR originator = %(originator)s)
         """,
