@@ -19,13 +19,11 @@ from psycopg2 import sql
 
 from messaging import embedded
 from messaging.errors import ServiceUnavailable
-from messaging.queries import schema
+from messaging.queries import MIGRATION_LOCK, schema
 from messaging.settings import Config, DatabaseSettings
 
 log = logging.getLogger(__name__)
 
-# Any constant works; it only has to be the same in every process that migrates.
-MIGRATION_LOCK_ID = 727_001
 MIGRATION_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 # What Python itself may keep in the migrations folder.
 PACKAGE_FILES = {"__init__.py", "__pycache__"}
@@ -331,7 +329,7 @@ def apply_migrations(database: Database, folder: Traversable | None = None) -> l
     applied = []
     for number, name, text in migration_files(folder):
         with database.transaction() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             cur.execute("CREATE TABLE IF NOT EXISTS migration_version (version INTEGER)")
             cur.execute("SELECT version FROM migration_version")
             rows = cur.fetchall()
@@ -347,7 +345,7 @@ def apply_migrations(database: Database, folder: Traversable | None = None) -> l
             cur.execute("UPDATE migration_version SET version = %s", (number,))
             applied.append(name)
     with database.transaction() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         # After `flask db downgrade-to-original`: what it set aside goes back in.
         if schema.saved_schema_exists(cur):
             for line in schema.restore_saved(cur):

@@ -13,10 +13,10 @@ import logging
 
 import psycopg2.errors
 
-from messaging.db import MIGRATION_LOCK_ID, Database
+from messaging.db import Database
 from messaging.dispatch import HEARTBEAT_SECONDS
 from messaging.errors import Conflict
-from messaging.queries import schema
+from messaging.queries import MIGRATION_LOCK, schema
 from messaging.queries.dispatch import live_dispatchers
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def downgrade_to_original(database: Database) -> list[str]:
     """
     with database.transaction() as cur:
         try:
-            schema.lock_for_downgrade(cur, MIGRATION_LOCK_ID, LOCK_TIMEOUT)
+            schema.lock_for_downgrade(cur, MIGRATION_LOCK, LOCK_TIMEOUT)
         except psycopg2.errors.LockNotAvailable:
             raise Conflict(
                 f"refused: the database stayed busy for {LOCK_TIMEOUT}; stop the service "

@@ -3,6 +3,7 @@
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from messaging import queries
 from messaging.queries import array_literal
 
 # PostgreSQL text holds any character but NUL (array_literal drops NUL; tested below).
@@ -39,3 +40,10 @@ def test_numbers_and_nul_characters(db):
         ]:
             cur.execute("SELECT %s::varchar[]", (array_literal(given),))
             assert cur.fetchone()[0] == stored
+
+
+def test_each_advisory_lock_has_an_id_of_its_own():
+    # The operator's page once counted its hours under the early receipts' lock, holding up
+    # every batch's answer while it counted.
+    locks = {name: value for name, value in vars(queries).items() if name.endswith("_LOCK")}
+    assert len(locks) >= 4 and len(set(locks.values())) == len(locks), locks

@@ -7,6 +7,15 @@ from messaging.segments import is_text
 # Timestamps are stored UTC without zone, as the original service did.
 NOW_UTC = "(now() AT TIME ZONE 'utc')"
 
+# Advisory lock ids, all here so that no two purposes share one: any constant works, as
+# long as every process uses the same for the same purpose.
+MIGRATION_LOCK = 727_001  # migrations and the downgrade, one process at a time
+POLL_CLAIM_LOCK = 727_003  # poll claims are taken one at a time
+# A receipt keeping early statuses takes it alone, a batch writing its rows takes it
+# shared: whichever comes second sees what the first committed.
+EARLY_RECEIPTS_LOCK = 727_004
+EVENT_HOURS_LOCK = 727_005  # one request at a time counts the operator's page's new hours
+
 
 def array_literal(values) -> str:
     """Spell a sequence as one PostgreSQL array literal (None as NULL), to pass as a single

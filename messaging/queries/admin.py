@@ -5,14 +5,13 @@ so a page stays fast on a database of millions of messages."""
 
 from datetime import datetime
 
-from messaging.queries import NOW_UTC
+from messaging.queries import EVENT_HOURS_LOCK, NOW_UTC
 from messaging.queries.sends import SEND_STATE
 
 # Hours whose events may still be written: a transaction dates its events when it starts,
 # so one open across the end of an hour can add to it for a little while after.
 SETTLING_MINUTES = 10
 KEPT_DAYS = 31  # hours of events counted in sms_event_hours (the chart shows 30 days)
-EVENT_HOURS_LOCK = 727_004  # advisory lock id: one request at a time counts new hours
 STATUSES = ("sent", "delivered", "failed")
 
 

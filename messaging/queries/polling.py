@@ -2,10 +2,9 @@
 
 from psycopg2 import sql
 
-from messaging.queries import NOW_UTC, array_literal
+from messaging.queries import NOW_UTC, POLL_CLAIM_LOCK, array_literal
 from messaging.queries.status import ANY_PROVIDER, OWNED
 
-POLL_CLAIM_LOCK = 727_003  # advisory lock id: poll claims are taken one at a time
 # A run polls one provider's messages (%(owner)s, queries.status.OWNED); claims are that
 # provider's (those made before claims named one count for every provider).
 _CLAIM_OWNED = "(%(owner)s::varchar IS NULL OR {0}.provider IS NULL OR {0}.provider = %(owner)s)"

@@ -4,16 +4,12 @@ and receipts that came before their message's row."""
 from dataclasses import dataclass
 
 from messaging.providers.base import StatusUpdate
-from messaging.queries import NOW_UTC, array_literal
+from messaging.queries import EARLY_RECEIPTS_LOCK, NOW_UTC, array_literal
 from messaging.queries.events import WOKEN, events_of
 from messaging.queries.health import finals_of
 
 # StatusUpdate fields as the columns of an update (and of a kept early receipt).
 UPDATE_FIELDS = ("provider_id", "status", "code", "reason", "failure_kind")
-
-# Advisory lock id. A receipt keeping early statuses takes it alone, a batch writing its
-# rows takes it shared: whichever comes second sees what the first committed.
-EARLY_RECEIPTS_LOCK = 727_004
 
 
 @dataclass(frozen=True)
