@@ -596,9 +596,10 @@ class Worker:
                 opted_out.setdefault(code, []).append(msisdn)
 
         def store(cur):
-            lock_send(cur, batch.send_id)
-            if counted:
-                self.health.note(cur, source, accepted=0 if unknown else 1, errors=int(unknown))
+            # No lock_send first: the batches of one send write their rows side by side and
+            # take turns only from record_batch's counter update (which takes the send's row
+            # lock) to the commit, finish_if_done under that lock. Every row this locks
+            # before it is its own batch's, or new.
             for again in requeues:
                 pairs = [(m, i) for m, i in zip(batch.msisdns, batch.ids, strict=True)]
                 pairs = [(m, i) for m, i in pairs if str(i) in again.references]
@@ -627,6 +628,8 @@ class Worker:
                 "reconcile" if batch.abandoned else "send",
                 provider=source,
             )
+            if counted:  # after the send's row lock, as every writer of the health counts
+                self.health.note(cur, source, accepted=0 if unknown else 1, errors=int(unknown))
             if accepted is not None:
                 # Receipts that overtook this batch (they came before its rows existed).
                 provider_ids = [outcome[2] for outcome in outcomes if outcome[2]]

@@ -5,8 +5,10 @@ A send is recorded with its recipients split into `dispatch_batches` rows (migra
 0013). A claimer takes one row with FOR UPDATE SKIP LOCKED, so any number of dispatchers
 on any number of hosts share the work without meeting; the row is deleted in the
 transaction that writes its recipients' sms rows, so each recipient is written once.
-Writers of one send take its sendlog row lock first, so counters and the send's close
-are serialised per send.
+The send's counters and its close are serialised by its sendlog row lock: record_batch
+takes it with its counter update, after writing the rows (so one send's batches write
+side by side), and the other writers of a send (cancel, a whole-request refusal, opt-out
+withdrawal) take it first (lock_send).
 """
 
 from messaging.queries import NOW_UTC, array_literal
