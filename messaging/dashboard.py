@@ -13,7 +13,6 @@ from messaging.dispatch import HEARTBEAT_SECONDS
 from messaging.errors import InvalidInput, NotFound
 from messaging.polling import POLL_JOB
 from messaging.queries import admin as queries
-from messaging.queries.dispatch import send_progress
 from messaging.queries.sends import find_send
 from messaging.sends import MAX_ID
 from messaging.services import Services
@@ -86,19 +85,19 @@ def send_filters(args) -> SendFilters:
     return SendFilters(since, until, originator, state, min(before, MAX_ID) if before else None)
 
 
-def progress_of(send: dict, queued: int | None = None) -> dict:
+def progress_of(send: dict) -> dict:
     """Return a send's recipients by state (queued, sent, delivered, failed)."""
     done = send["sent"] + send["delivered"] + send["failed"]
     return {
-        "queued": max(0, send["quantity"] - done) if queued is None else queued,
+        "queued": max(0, send["quantity"] - done),
         "sent": send["sent"],
         "delivered": send["delivered"],
         "failed": send["failed"],
     }
 
 
-def with_progress(send: dict, queued: int | None = None) -> dict:
-    counts = progress_of(send, queued)
+def with_progress(send: dict) -> dict:
+    counts = progress_of(send)
     return {
         **send,
         "progress": counts,
@@ -141,7 +140,6 @@ def send_detail(services: Services, ref: int, owner: str | None, page: int) -> d
             raise NotFound(f"no send with refNumber {ref}")
         for counter in ("sent", "delivered", "failed", "quantity"):
             send[counter] = send[counter] or 0
-        queued = send_progress(cur, ref)["queued"]
         reasons = queries.failure_reasons(cur, ref, FAILURE_REASONS_SHOWN)
         queries.count_send_events(cur, ref)
         per_second = queries.send_events_per_second(cur, ref)
@@ -156,7 +154,10 @@ def send_detail(services: Services, ref: int, owner: str | None, page: int) -> d
         recipient["events"] = by_message[recipient["id"]]
     total = send["quantity"]
     return {
-        "send": with_progress(send, queued),
+        # From the send's row alone: its counters move in the transaction that drops a
+        # batch, so what is not counted yet is still queued (a separate read of the batches
+        # could fall either side of a batch's commit).
+        "send": with_progress(send),
         "reasons": reasons,
         "timeline": _timeline(per_second, send) if per_second else None,
         "recipients": recipients,
