@@ -15,7 +15,7 @@ import requests
 from messaging import dispatch
 from tests.chromium import ensure_chromium
 from tests.conftest import ROOT, gunicorn_server, rows
-from tests.test_dispatch import SlowProvider, config_for, numbers
+from tests.test_dispatch import SlowProvider, config_for, numbers, wait_until
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 RECIPIENTS = 1000  # 40 batches of 25 at 0.25 s each: about 10 s of dispatching
@@ -63,16 +63,6 @@ def browser(chromium, tmp_path):
 def apikey(config: dict) -> dict:
     config["authentication"] = {"service": "apikey", "enabled": True}
     return config
-
-
-def wait_for(predicate, timeout: float = 20.0, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("timed out waiting")
 
 
 def bar_of(driver) -> dict[str, int] | None:
@@ -138,18 +128,18 @@ def test_the_operator_watches_cancels_and_downloads_a_send_in_a_browser(
         browser.get(f"{base}/admin/sends/{ref}")
         assert "/admin/sign-in" in browser.current_url
         browser.find_element(By.ID, "api_key").send_keys(key + Keys.ENTER)
-        wait_for(lambda: f"/admin/sends/{ref}" in browser.current_url)
+        wait_until(lambda: f"/admin/sends/{ref}" in browser.current_url)
 
         # While it dispatches, the page refreshes itself...
         browser.execute_script("window.seenBefore = true;")
-        wait_for(lambda: browser.execute_script("return window.seenBefore === undefined"))
+        wait_until(lambda: browser.execute_script("return window.seenBefore === undefined"))
         # ... and its bar moves, each reading between the database's counts just before
         # the page was asked for and just after it was shown.
         readings = []
         while len(readings) < 3:
             before = handed_over(db, ref)
             browser.refresh()
-            bar = wait_for(lambda: bar_of(browser))
+            bar = wait_until(lambda: bar_of(browser))
             after = handed_over(db, ref)
             done = bar["sent"] + bar["delivered"] + bar["failed"]
             assert before <= done <= after, (before, bar, after)
@@ -163,9 +153,9 @@ def test_the_operator_watches_cancels_and_downloads_a_send_in_a_browser(
 
         # Cancel: the rest fails as cancelled, and the page says so.
         browser.find_element(By.XPATH, "//button[text()='Cancel this send']").click()
-        wait_for(lambda: "cancelled=1" in browser.current_url)
+        wait_until(lambda: "cancelled=1" in browser.current_url)
         assert "Cancelled:" in browser.find_element(By.CSS_SELECTOR, "p.note").text
-        wait_for(
+        wait_until(
             lambda: (
                 rows(db, "SELECT status FROM sendlog WHERE id = %s", int(ref)) == [("cancelled",)]
             )
@@ -174,7 +164,7 @@ def test_the_operator_watches_cancels_and_downloads_a_send_in_a_browser(
         (counters,) = rows(
             db, "SELECT sent, delivered, failed FROM sendlog WHERE id = %s", int(ref)
         )
-        bar = wait_for(lambda: bar_of(browser))
+        bar = wait_until(lambda: bar_of(browser))
         assert (bar["sent"], bar["delivered"], bar["failed"], bar["queued"]) == (*counters, 0)
         assert counters[2] > 0 and counters[0] > 0  # some went out, the rest were cancelled
         assert not browser.find_elements(By.CSS_SELECTOR, 'meta[http-equiv="refresh"]')
@@ -182,7 +172,7 @@ def test_the_operator_watches_cancels_and_downloads_a_send_in_a_browser(
 
         # The failed numbers download as CSV, exactly the database's failed messages.
         browser.find_element(By.LINK_TEXT, "Download failed numbers (CSV)").click()
-        saved = wait_for(lambda: list(browser.downloads.glob("*.csv")))
+        saved = wait_until(lambda: list(browser.downloads.glob("*.csv")))
         lines = list(csv.reader(saved[0].open(encoding="utf-8")))
         failed = rows(
             db,
