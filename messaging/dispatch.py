@@ -118,7 +118,7 @@ class Batch:
     provider: str | None = None  # the configured name of the provider it is handed to
     refused_by: list[str] = field(default_factory=list)  # refused it unprocessed, this round
     rejected_by: list[str] = field(default_factory=list)  # rejected its recipients
-    lease: str = ""  # who holds it: the worker's name and the claim's number
+    lease: str = field(kw_only=True)  # who holds it: the worker's name and the claim's number
     abandoned: bool = False
 
     @property
