@@ -535,6 +535,7 @@ _DATABASE = _section(
         _key("Password", "password", _string(secret=True)),
         _key("SSL", "ssl", _boolean),
         _key("dataDir", "data_dir", _string(non_empty=True)),
+        _key("preparedStatements", "prepared_statements", _boolean),
     ],
 )
 

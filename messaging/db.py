@@ -2,12 +2,15 @@
 migrations."""
 
 import contextlib
+import functools
+import itertools
 import logging
 import os
 import re
 import select
 import threading
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
 from importlib import resources
 from importlib.resources.abc import Traversable
 from urllib.parse import quote, urlencode
@@ -135,6 +138,126 @@ def _first_line(err: Exception) -> str:
     return text.splitlines()[0].strip() if text else type(err).__name__
 
 
+# A statement a connection keeps prepared: one of the kinds PREPARE takes (not a script).
+_PREPARABLE = re.compile(
+    r"^\s*(?:--[^\n]*\n\s*)*(?:SELECT|WITH|INSERT|UPDATE|DELETE|VALUES)\b", re.I
+)
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s|%%|\$\d")
+# Statements kept prepared a connection at most; the least recently used one goes first.
+PREPARED_PER_CONNECTION = 256
+
+
+@functools.lru_cache(maxsize=1024)
+def _as_prepared(query: str, with_args: bool) -> tuple[str, tuple[str, ...] | int] | None:
+    """Return a statement as PREPARE takes it ($1, $2... for psycopg2's placeholders) and
+    what fills them: the names of %(name)s in order, or how many %s. None if it cannot be
+    prepared (not one SELECT/WITH/INSERT/UPDATE/DELETE, placeholders mixed, a `$n` of its
+    own)."""
+    if not _PREPARABLE.match(query):
+        return None
+    if not with_args:  # psycopg2 leaves the text as it is
+        return None if "$" in query else (query, 0)
+    names: list[str] = []
+    positional = 0
+    failed = False
+
+    def placeholder(match: re.Match) -> str:
+        nonlocal positional, failed
+        text = match.group(0)
+        if text == "%%":
+            return "%"
+        if text.startswith("$"):
+            failed = True
+            return text
+        if text == "%s":
+            positional += 1
+            return f"${positional}"
+        name = match.group(1)
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    converted = _PLACEHOLDER.sub(placeholder, query)
+    if failed or (names and positional):
+        return None
+    return converted, tuple(names) if names else positional
+
+
+class PreparingConnection(psycopg2.extensions.connection):
+    """A connection that keeps the statements it runs prepared on the server, so each is
+    parsed and planned once per connection, not on every call: planning was most of what a
+    small send cost PostgreSQL (the claim 0.28 ms of planning for 0.08 ms of work).
+
+    Turned off (`dbConnection.preparedStatements: false`) behind a pooler that hands a
+    session's transactions to different server connections (PgBouncer in transaction
+    mode), where a statement prepared on one is unknown on the next.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cursor_factory = PreparingCursor
+        self.prepared: OrderedDict[str, str] = OrderedDict()
+        self.unpreparable: set[str] = set()
+        self._names = itertools.count(1)
+
+
+class PreparingCursor(psycopg2.extensions.cursor):
+    """Runs a statement as EXECUTE of its prepared copy, preparing it on first use; one that
+    PREPARE refuses (a parameter whose type cannot be told) runs as it is from then on."""
+
+    def execute(self, query, vars=None):
+        conn = self.connection
+        if not isinstance(query, str) or query in conn.unpreparable:
+            return super().execute(query, vars)
+        shape = _as_prepared(query, vars is not None)
+        if shape is None:
+            return super().execute(query, vars)
+        text, filled = shape
+        if isinstance(filled, tuple):
+            if not isinstance(vars, Mapping):
+                return super().execute(query, vars)
+            args = [vars[key] for key in filled]
+        else:
+            args = [] if vars is None else list(vars)
+            if isinstance(vars, Mapping) or len(args) != filled:
+                return super().execute(query, vars)  # psycopg2 says what is wrong, if anything
+        name = conn.prepared.get(query)
+        if name is None:
+            name = self._prepare(query, text)
+            if name is None:
+                return super().execute(query, vars)
+        else:
+            conn.prepared.move_to_end(query)
+        if not args:
+            return super().execute(f"EXECUTE {name}")
+        return super().execute(f"EXECUTE {name} ({', '.join(['%s'] * len(args))})", args)
+
+    def _prepare(self, query: str, text: str) -> str | None:
+        conn = self.connection
+        if len(conn.prepared) >= PREPARED_PER_CONNECTION:
+            _, oldest = conn.prepared.popitem(last=False)
+            super().execute(f"DEALLOCATE {oldest}")
+        name = f"messaging_{next(conn._names)}"
+        # PREPARE is not undone by a rollback, but a failed one aborts the transaction:
+        # inside one, a savepoint keeps it alive.
+        guarded = not conn.autocommit
+        try:
+            if guarded:
+                super().execute("SAVEPOINT messaging_prepare")
+            super().execute(f"PREPARE {name} AS {text}")
+            if guarded:
+                super().execute("RELEASE SAVEPOINT messaging_prepare")
+        except (psycopg2.ProgrammingError, psycopg2.DataError, psycopg2.NotSupportedError):
+            # Typically a parameter whose type its context does not tell (`SELECT %s`);
+            # as it is, the statement runs (or fails) as psycopg2 sends it.
+            if guarded:
+                super().execute("ROLLBACK TO SAVEPOINT messaging_prepare")
+            conn.unpreparable.add(query)
+            return None
+        conn.prepared[query] = name
+        return name
+
+
 class Database:
     """A small per-process pool; connections are borrowed for one transaction at a time.
 
@@ -143,9 +266,10 @@ class Database:
     the process that uses it, so gunicorn workers never share a forked socket.
     """
 
-    def __init__(self, dsn: str, max_connections: int = 10):
+    def __init__(self, dsn: str, max_connections: int = 10, prepared_statements: bool = True):
         self.dsn = dsn
         self.max_connections = max_connections
+        self.connection_factory = PreparingConnection if prepared_statements else None
         self._pid = None
         self._idle: list = []
         self._lock = threading.Lock()
@@ -160,7 +284,9 @@ class Database:
 
     def _connect(self):
         try:
-            return psycopg2.connect(self.dsn, **CONNECT_OPTIONS)
+            return psycopg2.connect(
+                self.dsn, connection_factory=self.connection_factory, **CONNECT_OPTIONS
+            )
         except psycopg2.OperationalError as err:
             log.error("database unavailable: %s", _first_line(err))
             raise ServiceUnavailable("database unavailable") from None
@@ -362,7 +488,9 @@ def schema_version(database: Database) -> int:
 
 def prepare(config: Config) -> Database:
     """Resolve the database, apply migrations and return the pool."""
-    database = Database(resolve_dsn(config))
+    database = Database(
+        resolve_dsn(config), prepared_statements=config.database.prepared_statements
+    )
     apply_migrations(database)
     # A preloading gunicorn master forks after this: leave no connection to inherit.
     database.close()

@@ -166,6 +166,8 @@ class DatabaseSettings:
     password: str = field(default="", repr=False)
     ssl: bool = False
     data_dir: str = "var/pgdata"
+    # Off behind PgBouncer in transaction mode (see db.PreparingConnection).
+    prepared_statements: bool = True
 
 
 @dataclass(frozen=True)

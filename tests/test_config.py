@@ -349,6 +349,10 @@ def test_a_relative_data_dir_is_taken_from_the_config_files_folder(tmp_path):
         ),
         ({"dbConnection": {"SSL": None}}, "dbConnection.SSL: expected true or false, got null"),
         (
+            {"dbConnection": {"preparedStatements": "no"}},
+            'dbConnection.preparedStatements: expected true or false, got "no"',
+        ),
+        (
             {"smsProvider": {"countries": ["ZAF"]}},
             "smsProvider.countries: expected a non-empty list of two-letter country codes such"
             ' as ["ZA"], got "ZAF"',

@@ -1,0 +1,103 @@
+"""The pool's connections keep their statements prepared (db.PreparingConnection), and a
+statement runs the same whether it is prepared or not."""
+
+import datetime
+
+import psycopg2
+import pytest
+
+from messaging import db as db_module
+from messaging.db import Database
+
+
+@pytest.fixture
+def pool(database_url):
+    database = Database(database_url, max_connections=1)
+    yield database
+    database.close()
+
+
+def prepared_on_server(cur) -> list[str]:
+    cur.execute("SELECT statement FROM pg_prepared_statements ORDER BY prepare_time")
+    return [statement for (statement,) in cur.fetchall()]
+
+
+def test_a_statement_is_prepared_once_and_answers_as_unprepared(pool, database_url):
+    query = (
+        "SELECT %(word)s::text || '%%' || %(n)s::int, %(n)s + 1, %(when)s::timestamp, NOT %(flag)s"
+    )
+    args = {"word": "50", "n": 41, "when": datetime.datetime(2026, 12, 2, 8, 0), "flag": False}
+    plain = psycopg2.connect(database_url)
+    with plain, plain.cursor() as cur:
+        cur.execute(query, args)
+        expected = cur.fetchone()
+    plain.close()
+    for _ in range(3):
+        with pool.transaction() as cur:
+            cur.execute(query, args)
+            assert cur.fetchone() == expected == ("50%41", 42, args["when"], True)
+    with pool.transaction() as cur:
+        statements = prepared_on_server(cur)
+    assert len([s for s in statements if "|| '%' ||" in s]) == 1, statements
+    assert cur.connection.prepared  # the client's record of them
+
+
+def test_positional_and_argumentless_statements_and_arrays(pool):
+    with pool.transaction() as cur:
+        cur.execute("SELECT %s::int[], %s::varchar", ([3, None], None))
+        assert cur.fetchone() == ([3, None], None)
+        cur.execute("SELECT count(*) FROM pg_prepared_statements")
+        assert cur.fetchone()[0] >= 1
+        cur.execute("CREATE TEMP TABLE kept (n int) ON COMMIT DROP")
+        cur.execute("INSERT INTO kept SELECT generate_series(1, %s)", (3,))
+        cur.execute("UPDATE kept SET n = n + 1 WHERE n > %s", (1,))
+        assert cur.rowcount == 2  # the command's own count, through EXECUTE
+
+
+def test_a_statement_prepare_refuses_runs_as_it_is_in_the_same_transaction(pool):
+    # `SELECT %s + %s`: PREPARE cannot tell the parameters' types (unknown + unknown).
+    with pool.transaction() as cur:
+        cur.execute("SELECT 1")
+        cur.execute("SELECT %s + %s", (2, 3))
+        assert cur.fetchone() == (5,)
+        cur.execute("SELECT 2")  # the transaction is still alive
+        assert cur.fetchone() == (2,)
+        assert "SELECT %s + %s" in cur.connection.unpreparable
+
+
+def test_an_error_at_execute_is_the_statements_own(pool):
+    with pytest.raises(psycopg2.errors.DivisionByZero), pool.transaction() as cur:
+        cur.execute("SELECT 1 / %s", (0,))
+    with pytest.raises(psycopg2.errors.UndefinedTable), pool.transaction() as cur:
+        cur.execute("SELECT * FROM no_such_table WHERE id = %s", (1,))
+    with pool.transaction() as cur:
+        cur.execute("SELECT 1 / %s", (1,))  # prepared before the error: still there
+        assert cur.fetchone() == (1,)
+
+
+def test_the_least_recently_used_statement_is_deallocated(pool, monkeypatch):
+    monkeypatch.setattr(db_module, "PREPARED_PER_CONNECTION", 2)
+    with pool.transaction() as cur:
+        for n in range(4):
+            cur.execute(f"SELECT {n} + %s", (1,))
+        assert cur.fetchone() == (4,)
+        statements = prepared_on_server(cur)
+        # The last two; the prepared_on_server query itself took one of the two places.
+        assert statements == [
+            "PREPARE messaging_4 AS SELECT 3 + $1",
+            "PREPARE messaging_5 AS SELECT statement FROM pg_prepared_statements ORDER BY "
+            "prepare_time",
+        ]
+
+
+def test_prepared_statements_can_be_turned_off(database_url):
+    database = Database(database_url, max_connections=1, prepared_statements=False)
+    try:
+        for _ in range(2):
+            with database.transaction() as cur:
+                cur.execute("SELECT %s::int + 1", (1,))
+                assert cur.fetchone() == (2,)
+        with database.transaction() as cur:
+            assert prepared_on_server(cur) == []
+    finally:
+        database.close()
