@@ -216,6 +216,9 @@ class Worker:
         self.lease = max(lease_seconds(c.settings) for c in self.providers)
         self.on_recorded: Callable[[int], None] | None = None  # recipients settled
         self.lost_claims: list[str] = []  # leases of claims whose answer was lost
+        self.next_due: float | None = None  # seconds, as the last claim that missed saw
+        # The send's progress as this worker's last record closed it (None: it did not).
+        self.closed: dict | None = None
 
     @property
     def provider(self):
@@ -242,16 +245,21 @@ class Worker:
         return (chosen or self.providers.primary).key
 
     def claim(self) -> Batch | None:
+        """Claim a batch due (or, at most once a second, one abandoned); with none, keep in
+        `next_due` the seconds until the next one not yet due (None: none waits)."""
         # Each claim holds its batch under a lease name of its own. A claim of a ready batch
         # whose answer was lost with the connection (committed or not: the worker cannot
         # tell) is given back by the next claim, rather than held unsent until its lease
         # runs out. An abandoned batch may be at the provider: one whose claim was lost
         # waits for its lease again, to be settled, never resent.
-        with self.db.transaction() as cur:
+        takes_over = self.takes_over and time.monotonic() >= self._next_takeover
+        # The usual claim is one statement, which commits by itself: one round trip.
+        alone = not takes_over and not self.lost_claims
+        with self.db.statement() if alone else self.db.transaction() as cur:
             if self.lost_claims:
                 release_claims(cur, self.lost_claims)
             row, abandoned = None, False
-            if self.takes_over and time.monotonic() >= self._next_takeover:
+            if takes_over:
                 lease = self._lease_name()
                 row = claim_abandoned(cur, lease, self.lease, self.send_id)
                 abandoned = row is not None
@@ -261,6 +269,8 @@ class Worker:
                 lease = self._lease_name()
                 self.lost_claims.append(lease)  # until the commit is known to have landed
                 row = claim_ready(cur, lease, self.lease, self.send_id, self.first_choice())
+            if row is None and self.send_id is None:
+                self.next_due = next_due_seconds(cur)
         self.lost_claims.clear()
         return None if row is None else Batch(*row, lease=lease, abandoned=abandoned)
 
@@ -569,7 +579,7 @@ class Worker:
                 )
             return finish_if_done(cur, batch.send_id)
 
-        write(self.db, fail)
+        self.closed = write(self.db, fail)
         metrics.record_messages(source, failed=len(batch.ids))
         self._settled(batch)
 
@@ -636,10 +646,10 @@ class Worker:
                 apply_early_receipts(cur, provider_ids, self.services.owner(source))
                 for code, msisdns in opted_out.items():
                     add_optouts(cur, msisdns, f"{self.plugin(batch).name} error {code}")
-                finish_if_done(cur, batch.send_id)
-            return accepted
+                return accepted, finish_if_done(cur, batch.send_id)
+            return None, None
 
-        accepted = write(self.db, store)
+        accepted, self.closed = write(self.db, store)
         if accepted is None:
             # Only when this process was stalled past its lease: another took the batch
             # over and settled it; the provider's late answer is logged, not counted twice.
@@ -707,15 +717,44 @@ class Worker:
         return settled
 
 
-class Wakeup:
-    """LISTEN on a connection of its own: new sends wake idle workers (`event`), new
-    webhook deliveries the webhook sender (`webhooks`), at once."""
+class WorkerCalls:
+    """Idle workers waiting for work: a new send wakes as many of them as it has batches
+    (its NOTIFY says how many), not all of them to race for one batch."""
 
-    def __init__(self, dsn: str):
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._calls = 0
+        self._ready = threading.Condition()
+
+    def call(self, count: int) -> None:
+        with self._ready:
+            self._calls = min(self.workers, self._calls + count)
+            self._ready.notify(count)
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for a call; True if one came."""
+        with self._ready:
+            if not self._ready.wait_for(lambda: self._calls > 0, timeout):
+                return False
+            self._calls -= 1
+            return True
+
+
+def batches_announced(payload: str, workers: int) -> int:
+    """How many workers a dispatch NOTIFY calls: its batches (`<send id>:<batches>`); all
+    of them for a payload without a count (a send recorded by an older release)."""
+    _, _, count = payload.partition(":")
+    return int(count) if count.isdigit() and int(count) > 0 else workers
+
+
+class Wakeup:
+    """LISTEN on a connection of its own: new sends call idle workers (`calls`), new
+    webhook deliveries wake the webhook sender (`webhooks`), at once."""
+
+    def __init__(self, dsn: str, workers: int):
         self.dsn = dsn
-        self.event = threading.Event()
+        self.calls = WorkerCalls(workers)
         self.webhooks = threading.Event()
-        self._events = {DISPATCH_CHANNEL: self.event, WEBHOOK_CHANNEL: self.webhooks}
         self._conn = None
 
     def watch(self, stop: threading.Event) -> None:
@@ -727,13 +766,17 @@ class Wakeup:
                     self._conn = psycopg2.connect(self.dsn, **CONNECT_OPTIONS)
                     self._conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
                     with self._conn.cursor() as cur:
-                        for channel in self._events:
+                        for channel in (DISPATCH_CHANNEL, WEBHOOK_CHANNEL):
                             cur.execute(f"LISTEN {channel}")
                     delay = 0.5
                 if select.select([self._conn], [], [], IDLE_CHECK_SECONDS)[0]:
                     self._conn.poll()
                     for notify in self._conn.notifies:
-                        self._events[notify.channel].set()
+                        if notify.channel == DISPATCH_CHANNEL:
+                            workers = self.calls.workers
+                            self.calls.call(batches_announced(notify.payload, workers))
+                        else:
+                            self.webhooks.set()
                     self._conn.notifies.clear()
             except (psycopg2.Error, OSError) as err:
                 log.warning("dispatch: LISTEN connection lost (%s); reconnecting", err)
@@ -757,7 +800,7 @@ class Dispatcher:
         self.concurrency = concurrency or services.config.provider.max_concurrent_requests
         self.name = name or worker_name()
         self.stop = threading.Event()
-        self.wakeup = Wakeup(services.db.dsn)
+        self.wakeup = Wakeup(services.db.dsn, self.concurrency)
         self.webhooks = webhooks.Sender(services, self.name, self.stop, self.wakeup.webhooks)
         self.batches = 0
         # Exit once there is no batch left at all and no webhook due (--until-idle).
@@ -785,7 +828,7 @@ class Dispatcher:
                 self._heartbeat()
         finally:
             self.stop.set()
-            self.wakeup.event.set()
+            self.wakeup.calls.call(self.concurrency)
             self.wakeup.webhooks.set()
             for thread in threads:
                 thread.join()
@@ -826,21 +869,21 @@ class Dispatcher:
                 with self._lock:
                     self.batches += 1
                 continue
-            self._idle()
+            self._idle(worker)
 
-    def _idle(self) -> None:
-        """Sleep until a new send is announced, or the next batch is due (at most a second)."""
-        try:
-            with self.services.db.statement() as cur:
-                due = next_due_seconds(cur)
-                if self.idle_exit and not has_work(cur):
-                    self.stop.set()
-                    return
-        except MessagingError:
-            due = None
+    def _idle(self, worker: "Worker") -> None:
+        """Sleep until a new send calls, or the next batch is due (at most a second)."""
+        if self.idle_exit:
+            try:
+                with self.services.db.statement() as cur:
+                    if not has_work(cur):
+                        self.stop.set()
+                        return
+            except MessagingError:
+                pass
+        due = worker.next_due
         timeout = IDLE_CHECK_SECONDS if due is None else min(IDLE_CHECK_SECONDS, due)
-        if self.wakeup.event.wait(timeout):
-            self.wakeup.event.clear()
+        self.wakeup.calls.wait(timeout)
 
 
 def work_on_send(
@@ -896,7 +939,9 @@ def work_on_send(
             if progress is None:
                 raise failures[-1]
             return progress
-        if progress is not None and progress["due_now"]:
+        if progress is not None and progress["due_now"] == 1:
+            run(workers[0], iter(range(1)))  # one batch: no thread to start for it
+        elif progress is not None and progress["due_now"]:
             due = progress["due_now"]
             turns = iter(range(due))  # next() on it is atomic: the threads share it
             # Each thread in a copy of this context: its log lines carry the request id.
@@ -915,4 +960,5 @@ def work_on_send(
                 thread.join()
         else:  # held by other workers, due later, or the database is away: look again soon
             time.sleep(0.05 if progress is not None else 0.2)
-        progress = None
+        # The record that closed the send says how it ended: no need to read it again.
+        progress = next((worker.closed for worker in workers if worker.closed), None)

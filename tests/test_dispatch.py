@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from messaging import dispatch, service
-from messaging.queries.dispatch import DISPATCH_CHANNEL
+from messaging.queries.dispatch import DISPATCH_CHANNEL, send_progress
 from tests.conftest import base_config, dispatcher_process, gunicorn_server, log_of, rows
 from tests.providers.fakes import FakeProvider, Reply
 from tests.test_reconcile import assert_counters_match_messages
@@ -174,11 +174,12 @@ def test_only_a_send_the_request_cannot_finish_alone_wakes_the_dispatchers(
             json={"message": "hi", "msisdns": numbers(1)},
             headers={"Prefer": "respond-async"},
         )
-        # Announced in commit order: the one-batch send, which the request sent at once
-        # (a dispatcher would only have raced it for its batch), announced nothing.
-        assert woken() == [queued.get_json()["refNumber"]]
+        # Announced in commit order, with how many batches (workers to call): the
+        # one-batch send, which the request sent at once (a dispatcher would only have
+        # raced it for its batch), announced nothing.
+        assert woken() == [queued.get_json()["refNumber"] + ":1"]
         two_batches = client.post("/sendsms", json={"message": "hi", "msisdns": numbers(3)})
-        assert woken() == [two_batches.get_json()["refNumber"]]  # dispatchers help with it
+        assert woken() == [two_batches.get_json()["refNumber"] + ":2"]  # dispatchers help
     finally:
         listener.close()
 
@@ -459,3 +460,36 @@ def test_a_gunicorn_send_with_a_dispatcher_beside_it_answers_and_records_everyth
     assert (answer["messagesSent"], answer["queuedNumbers"]) == (4000, 0)
     assert max(fake.received.values()) == 1
     assert_counters_match_messages(db)
+
+
+@pytest.mark.parametrize(
+    "count, opted_out, send_at",
+    [(1, 0, None), (5, 2, None), (3, 0, "past"), (4, 1, "future")],
+)
+def test_a_recorded_sends_progress_is_known_without_reading_it_back(
+    make_app, db, monkeypatch, count, opted_out, send_at
+):
+    # The recording transaction answers with the progress it wrote (service._recorded)
+    # rather than read it back: the two must agree, opt-outs and schedules included.
+    services = make_app(base_config(maxBatchSize=2)).extensions["messaging"]
+    given = numbers(count)
+    with db.cursor() as cur:
+        for msisdn in given[:opted_out]:
+            cur.execute("INSERT INTO optouts VALUES (%s, 'test', now())", ("27" + msisdn[1:],))
+    moment = {"past": -timedelta(minutes=5), "future": timedelta(hours=1)}
+    when = None if send_at is None else datetime.now(UTC) + moment[send_at]
+    read, answered = [], []
+
+    def read_back(cur, sendlog_id):
+        read.append(send_progress(cur, sendlog_id))
+
+    recorded = service._recorded
+    monkeypatch.setattr(
+        service, "_recorded", lambda *args: answered.append(recorded(*args)) or answered[-1]
+    )
+    outcome = service.send_sms(
+        services, "hi", given, None, "t", send_at=when, wait=0, on_record=read_back
+    )
+    assert answered == read and read[0]["queued"] == count - opted_out
+    assert outcome.queued_numbers == count - opted_out
+    assert outcome.opted_out_numbers == opted_out

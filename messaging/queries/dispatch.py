@@ -50,8 +50,9 @@ def record_send(
     notify=True,
 ):
     """Record a send and its recipients as these batches ([(msisdns, their sms ids)]), due
-    at `send_at` (naive UTC; None: now), and wake the dispatchers when it commits (unless
-    `notify` is false: they find it at their next look, within a second). Its status
+    at `send_at` (naive UTC; None: now), and wake the dispatchers when it commits, a worker
+    per batch (`<id>:<batches>`; unless `notify` is false: they find it at their next look,
+    within a second). Its status
     events go to `callback_url` (None: nowhere); `callback_checked` has its address
     checked again before each delivery (the caller chose it). Returns (id, senttime)."""
     batches_of_msisdns = [array_literal(msisdns) for msisdns, _ in batches]
@@ -76,7 +77,8 @@ def record_send(
                      WITH ORDINALITY AS b(msisdns, ids, seq)
         )
         SELECT send.id, send.senttime,
-               (SELECT pg_notify(%(channel)s, send.id::text) WHERE %(notify)s)
+               (SELECT pg_notify(%(channel)s, send.id || ':' || %(batch_count)s)
+                WHERE %(notify)s)
         FROM send
         """,
         {
@@ -90,6 +92,7 @@ def record_send(
             "batch_msisdns": array_literal(batches_of_msisdns),
             "batch_ids": array_literal(batches_of_ids),
             "channel": DISPATCH_CHANNEL,
+            "batch_count": len(batches),
             "callback_url": callback_url,
             "callback_checked": callback_checked,
             "notify": notify,
@@ -428,9 +431,10 @@ def mark_cancelled(cur, sendlog_id):
 
 
 def finish_if_done(cur, sendlog_id):
-    """Close a send once none of its batches is left; say what became of it. Returns the
-    (status, description) it was closed with, or None while work remains (or already closed).
-    Call with the send's row lock held (lock_send), so two last batches cannot both miss it."""
+    """Close a send once none of its batches is left; say what became of it. Returns its
+    progress as closed (as send_progress: status, description, quantity, accepted, ...), or
+    None while work remains (or already closed). Call with the send's row lock held
+    (lock_send), so two last batches cannot both miss it."""
     cur.execute(
         """
         UPDATE sendlog
@@ -452,11 +456,26 @@ def finish_if_done(cur, sendlog_id):
                 ELSE '' END
         WHERE id = %(send)s AND status = 'sending'
           AND NOT EXISTS (SELECT 1 FROM dispatch_batches WHERE sendlogid = %(send)s)
-        RETURNING status, description
+        RETURNING status, description, quantity, COALESCE(accepted, 0), failure,
+                  COALESCE(optedout, 0)
         """,
         {"send": sendlog_id},
     )
-    return cur.fetchone()
+    row = cur.fetchone()
+    if row is None:
+        return None
+    status, description, quantity, accepted, failure, opted_out = row
+    return {
+        "status": status,
+        "description": description,
+        "quantity": quantity,
+        "accepted": accepted,
+        "queued": 0,
+        "due_now": 0,
+        "failure": failure,
+        "opted_out": opted_out,
+        "last_error": None,
+    }
 
 
 def send_progress(cur, sendlog_id):
