@@ -58,9 +58,6 @@ def fresh_database(prefix: str = "messaging_bench") -> Iterator[str]:
     with admin.cursor() as cur:
         cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = database_url(server, name)
-    if os.environ.get("BENCH_DB_SETTING"):
-        with admin.cursor() as cur:
-            cur.execute(f"ALTER DATABASE {name} SET {os.environ['BENCH_DB_SETTING']}")
     database = Database(url)
     apply_migrations(database)
     database.close()
