@@ -744,7 +744,7 @@ def batches_announced(payload: str, workers: int) -> int:
     """How many workers a dispatch NOTIFY calls: its batches (`<send id>:<batches>`); all
     of them for a payload without a count (a send recorded by an older release)."""
     _, _, count = payload.partition(":")
-    return int(count) if count.isdigit() and int(count) > 0 else workers
+    return int(count) if count.isdigit() else workers
 
 
 class Wakeup:

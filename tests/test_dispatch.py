@@ -493,3 +493,33 @@ def test_a_recorded_sends_progress_is_known_without_reading_it_back(
     assert answered == read and read[0]["queued"] == count - opted_out
     assert outcome.queued_numbers == count - opted_out
     assert outcome.opted_out_numbers == opted_out
+
+
+def test_a_new_send_calls_as_many_idle_workers_as_it_has_batches():
+    calls = dispatch.WorkerCalls(workers=4)
+    woken = []
+
+    def idle():
+        woken.append(calls.wait(timeout=2.0))
+
+    threads = [threading.Thread(target=idle) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)  # all four waiting
+    calls.call(dispatch.batches_announced("17:1", 4))  # a send of one batch: one worker
+    time.sleep(0.2)
+    assert woken == [True]
+    calls.call(dispatch.batches_announced("18:2", 4))
+    for thread in threads:
+        thread.join()
+    # The fourth timed out: nobody raced the others for batches that were not there.
+    assert woken == [True, True, True, False]
+
+
+def test_calls_never_pile_up_past_the_workers_and_an_old_payload_calls_them_all():
+    calls = dispatch.WorkerCalls(workers=2)
+    calls.call(5)  # while every worker was busy
+    assert [calls.wait(0.01) for _ in range(3)] == [True, True, False]
+    assert dispatch.batches_announced("42", 4) == 4  # a release before the batch count
+    assert dispatch.batches_announced("42:0", 4) == 0  # no valid number: nothing to do
+    assert dispatch.batches_announced("42:3", 4) == 3

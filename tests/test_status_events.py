@@ -139,7 +139,9 @@ def test_a_whole_request_refusal_fails_every_recipient_temporarily(make_app, db)
 
 def test_a_batch_settled_by_reconcile_is_a_reconcile_event(make_app, db):
     app = make_app(base_config(maxBatchSize=100, maxConcurrentRequests=1, waitSeconds=1))
-    provider, outcome = crash_a_send(app, CrashingProvider, crash_at=1, count=100)
+    # Two batches: the first one's worker thread dies at the provider. (A send of one
+    # batch is sent by the request's own thread, which such a death takes with it.)
+    provider, outcome = crash_a_send(app, CrashingProvider, crash_at=1, count=200)
     app.test_cli_runner().invoke(args=["reconcile", "--older-than", "0"])
 
     events = history(app.test_client(), outcome.ref_number, provider.received[0])
