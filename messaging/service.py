@@ -160,9 +160,7 @@ def send_sms(
             ids, suppressed = allocate_ids(cur, cleaned.valid)
     else:
         ids, suppressed = [], set()
-    msisdns, send_ids, opted_out, opted_out_ids = _without_opted_out(
-        cleaned.valid, ids, suppressed
-    )
+    msisdns, send_ids, opted_out, opted_out_ids = _without_opted_out(cleaned.valid, ids, suppressed)
     limited = limits.limited(caller_limits)
     # The usual send is recorded by one statement, which commits by itself (S2, K1).
     alone = msisdns and settings.enabled and not (opted_out or limited or on_record)
