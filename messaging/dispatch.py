@@ -871,7 +871,7 @@ class Dispatcher:
                 continue
             self._idle(worker)
 
-    def _idle(self, worker: "Worker") -> None:
+    def _idle(self, worker: Worker) -> None:
         """Sleep until a new send calls, or the next batch is due (at most a second)."""
         if self.idle_exit:
             try:

@@ -19,6 +19,7 @@ from messaging.queries.dispatch import (
     allocate_ids,
     fail_ready_batches,
     finish_if_done,
+    known_progress,
     lock_send,
     mark_cancelled,
     note_failure,
@@ -280,19 +281,10 @@ def provider_batches(
 
 
 def _recorded(queued: int, batches: int, opted_out: int, scheduled: bool) -> dict:
-    """The progress (queries.dispatch.send_progress) of a send just recorded with these
-    recipients to send, in these batches, and these opted out."""
-    return {
-        "status": "sending",
-        "description": "",
-        "quantity": queued + opted_out,
-        "accepted": 0,
-        "queued": queued,
-        "due_now": 0 if scheduled else batches,
-        "failure": None,
-        "opted_out": opted_out,
-        "last_error": None,
-    }
+    """The progress of a send just recorded with these recipients to send, in these
+    batches, and these opted out."""
+    due_now = 0 if scheduled else batches
+    return known_progress("sending", queued + opted_out, 0, queued, due_now, opted_out=opted_out)
 
 
 def _outcome(sendlog_id, progress, cleaned, message, scheduled=False) -> SendOutcome:

@@ -52,9 +52,9 @@ def record_send(
     """Record a send and its recipients as these batches ([(msisdns, their sms ids)]), due
     at `send_at` (naive UTC; None: now), and wake the dispatchers when it commits, a worker
     per batch (`<id>:<batches>`; unless `notify` is false: they find it at their next look,
-    within a second). Its status
-    events go to `callback_url` (None: nowhere); `callback_checked` has its address
-    checked again before each delivery (the caller chose it). Returns (id, senttime)."""
+    within a second). Its status events go to `callback_url` (None: nowhere);
+    `callback_checked` has its address checked again before each delivery (the caller
+    chose it). Returns (id, senttime)."""
     batches_of_msisdns = [array_literal(msisdns) for msisdns, _ in batches]
     batches_of_ids = [array_literal(ids) for _, ids in batches]
     count = sum(len(msisdns) for msisdns, _ in batches)
@@ -465,16 +465,34 @@ def finish_if_done(cur, sendlog_id):
     if row is None:
         return None
     status, description, quantity, accepted, failure, opted_out = row
+    return known_progress(
+        status, quantity, accepted, description=description, failure=failure, opted_out=opted_out
+    )
+
+
+def known_progress(
+    status,
+    quantity,
+    accepted=0,
+    queued=0,
+    due_now=0,
+    *,
+    description="",
+    failure=None,
+    opted_out=0,
+    last_error=None,
+):
+    """A send's progress as send_progress returns it, from what the caller knows."""
     return {
         "status": status,
         "description": description,
         "quantity": quantity,
         "accepted": accepted,
-        "queued": 0,
-        "due_now": 0,
+        "queued": queued,
+        "due_now": due_now,
         "failure": failure,
         "opted_out": opted_out,
-        "last_error": None,
+        "last_error": last_error,
     }
 
 
