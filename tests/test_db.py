@@ -8,6 +8,7 @@ import pytest
 
 from messaging import db as db_module
 from messaging.db import Database
+from tests.conftest import base_config
 
 
 @pytest.fixture
@@ -101,3 +102,16 @@ def test_prepared_statements_can_be_turned_off(database_url):
             assert prepared_on_server(cur) == []
     finally:
         database.close()
+
+
+def test_the_config_key_turns_them_off_for_the_apps_pool(make_app, db):
+    config = {**base_config(), "dbConnection": {"Driver": "postgres", "preparedStatements": False}}
+    app = make_app(config)
+    services, client = app.extensions["messaging"], app.test_client()
+    assert (
+        client.post("/sendsms", json={"message": "hi", "msisdns": ["0830000001"]}).status_code
+        == 200
+    )
+    with services.db.transaction() as cur:
+        assert prepared_on_server(cur) == []
+    assert services.db.connection_factory is None

@@ -523,3 +523,19 @@ def test_calls_never_pile_up_past_the_workers_and_an_old_payload_calls_them_all(
     assert dispatch.batches_announced("42", 4) == 4  # a release before the batch count
     assert dispatch.batches_announced("42:0", 4) == 0  # no valid number: nothing to do
     assert dispatch.batches_announced("42:3", 4) == 3
+
+
+def test_the_listener_calls_as_many_workers_as_a_sends_notify_names(database_url, db):
+    wakeup = dispatch.Wakeup(database_url, workers=4)
+    stop = threading.Event()
+    listener = threading.Thread(target=wakeup.watch, args=(stop,), daemon=True)
+    listener.start()
+    try:
+        time.sleep(0.5)  # listening
+        with db.cursor() as cur:
+            cur.execute("SELECT pg_notify(%s, '7:2')", (DISPATCH_CHANNEL,))
+        assert [wakeup.calls.wait(5.0), wakeup.calls.wait(5.0)] == [True, True]
+        assert not wakeup.calls.wait(0.5)  # two batches: a third worker stays asleep
+    finally:
+        stop.set()
+        listener.join(5)
