@@ -12,6 +12,7 @@ Anything given on the command line (`--bind`, `--workers`) wins over this file, 
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -80,6 +81,30 @@ def on_starting(server):
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("*.db"):
         stale.unlink()
+
+
+# A stop the master passes on while a worker is still booting reaches that worker before
+# it handles signals itself: the master's handler, inherited by the fork, queues it in the
+# worker's copy of the master's queue, where nothing reads it. The master then waits its
+# whole graceful_timeout for a worker that serves on (seen when `make run` was killed just
+# after "serving on", with its second worker booting).
+STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
+def post_fork(server, worker):
+    worker.signals_while_booting = getattr(server, "SIG_QUEUE", None)
+
+
+def post_worker_init(worker):
+    """Pass on to the worker's own handlers a stop that came while it booted."""
+    queued = getattr(worker, "signals_while_booting", None)
+    worker.signals_while_booting = None
+    received = []
+    while queued is not None and not queued.empty():
+        received.append(queued.get_nowait())
+    for signum in dict.fromkeys(received):
+        if signum in STOPPING_SIGNALS:
+            os.kill(os.getpid(), signum)
 
 
 def child_exit(server, worker):

@@ -268,7 +268,7 @@ def test_an_unclean_stop_is_healed_by_the_next_make_run(pgdata, tmp_path, runs):
     deadline = time.monotonic() + 15
     while not port_is_free(port_of(config)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert port_is_free(port_of(config))
+    assert port_is_free(port_of(config)), first.output()
     postmaster = embedded.running_pid(data)
     os.kill(postmaster, signal.SIGKILL)
     while processes_of(config) and time.monotonic() < deadline:
