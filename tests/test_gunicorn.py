@@ -79,15 +79,18 @@ def test_a_stop_while_a_worker_boots_ends_gunicorn_before_its_graceful_timeout(
     The deploy config's hooks hand that stop to the worker once it can act on it."""
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps(base_config()))
-    # The deploy config, with a second worker that takes 5 s to boot: the stop comes then.
+    # The deploy config, with a second worker that boots until the stop has been sent.
+    sent = tmp_path / "stop-sent"
     (tmp_path / "slow_boot.conf.py").write_text(
         f"exec(open({str(DEPLOY_CONFIG)!r}).read())\n"
         "deploy_post_fork = post_fork\n"
         "def post_fork(server, worker):\n"
         "    deploy_post_fork(server, worker)\n"
-        "    if worker.age == 2:\n"
-        "        import time\n"
-        "        time.sleep(5)\n"
+        "    import os, time\n"
+        "    deadline = time.monotonic() + 30\n"
+        f"    while worker.age == 2 and not os.path.exists({str(sent)!r}):\n"
+        "        assert time.monotonic() < deadline\n"
+        "        time.sleep(0.02)\n"
     )
     port = free_port()
     env = {
@@ -109,6 +112,11 @@ def test_a_stop_while_a_worker_boots_ends_gunicorn_before_its_graceful_timeout(
             assert process.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         process.terminate()
+        # The master has passed the stop on to both workers once the first one leaves.
+        while "Worker exiting" not in (tmp_path / "gunicorn.log").read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        sent.touch()
         # Without the hooks the master waits out graceful_timeout (60 s) for the second.
         assert process.wait(timeout=30) == 0
     finally:
