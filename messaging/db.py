@@ -338,6 +338,14 @@ class Database:
             yield cur
 
     @contextlib.contextmanager
+    def snapshot(self) -> Iterator:
+        """Yield a cursor in a read-only transaction that sees one moment (REPEATABLE READ):
+        reads spread over several statements agree, though writers commit between them."""
+        with self.transaction() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield cur
+
+    @contextlib.contextmanager
     def statement(self) -> Iterator:
         """Yield a cursor whose every statement commits on its own: for work that is one
         statement, it spares the server the BEGIN and COMMIT round trips of a transaction."""

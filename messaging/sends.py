@@ -63,7 +63,9 @@ def send_report(
     one not of `owner` (unless None): the same answer, so refs cannot be probed."""
     if ref > MAX_ID:
         raise NotFound(f"no send with refNumber {ref}")
-    with services.db.transaction() as cur:
+    # One snapshot: counters, recipients and what is queued add up, whichever batches a
+    # dispatcher records meanwhile.
+    with services.db.snapshot() as cur:
         send = find_send(cur, ref, owner)
         if send is None:
             raise NotFound(f"no send with refNumber {ref}")

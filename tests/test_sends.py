@@ -1,10 +1,12 @@
 """GET /sends/<refNumber>: one send and its recipients' delivery status, paged."""
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from messaging import sends
 from tests.conftest import HeldProvider, base_config, rows
 
 
@@ -167,3 +169,37 @@ def test_send_reports_need_authentication(make_app, db):
     response = make_app(config).test_client().get("/sends/1")
     assert response.status_code == 401
     assert rows(db, "SELECT count(*) FROM sendlog") == [(0,)]
+
+
+def test_a_report_adds_up_while_a_batch_is_recorded_between_its_reads(make_app, db, monkeypatch):
+    """The counters, the recipients and what is queued come from one moment, even when a
+    batch is recorded after the send's row was read and before its queue was."""
+    app = make_app(base_config(maxBatchSize=3, maxConcurrentRequests=1))
+    services = app.extensions["messaging"]
+    services.provider = HeldProvider(services.provider.settings, hold_at=2)
+    sender = threading.Thread(
+        target=send, args=(app.test_client(), [f"08300{n:05d}" for n in range(7)])
+    )
+    read_queue = sends.send_progress
+
+    def recorded_meanwhile(cur, ref):
+        services.provider.release.set()
+        deadline = time.monotonic() + 30
+        while rows(db, "SELECT sent FROM sendlog WHERE id = %s", ref) != [(7,)]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        return read_queue(cur, ref)
+
+    sender.start()
+    try:
+        assert services.provider.holding.wait(30)
+        [(ref,)] = rows(db, "SELECT id FROM sendlog")
+        monkeypatch.setattr(sends, "send_progress", recorded_meanwhile)
+        report = app.test_client().get(f"/sends/{ref}").get_json()
+    finally:
+        services.provider.release.set()
+        sender.join(30)
+
+    assert rows(db, "SELECT sent FROM sendlog WHERE id = %s", ref) == [(7,)]
+    assert (report["send"]["sent"], report["send"]["queued"], report["total"]) == (3, 4, 7)
+    assert [r["status"] for r in report["recipients"]] == ["sent"] * 3 + ["queued"] * 4
