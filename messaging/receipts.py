@@ -80,7 +80,7 @@ def record_updates(
     kept = 0
     if early:
         with database.transaction() as cur:
-            arrived = keep_early_receipts(cur, early)
+            arrived = keep_early_receipts(cur, early, owner)
         kept = len(early) - len(arrived)
         if arrived:  # their batch was written between the two transactions
             updated += _store(database, final, sorted(arrived), owner)[0]

@@ -289,6 +289,31 @@ def test_a_provider_side_rejection_is_tried_once_elsewhere_and_an_invalid_number
     assert reason.startswith(f"rejected by {PRIMARY} (error 014)")
 
 
+def test_a_receipt_that_came_before_its_message_waits_for_its_own_providers(make_app, db, fakes):
+    """Both fakes hand out m1, m2, ...: a receipt the primary pushed for its m1 before that
+    message was written does not settle the backup's m1."""
+    primary, backup = fakes
+    config = two_providers(primary, backup, {"countries": ["BW"]})
+    config["smsProvider"]["countries"] = ["ZA"]
+    client = make_app(config).test_client()
+    early = client.post(
+        "/callbacks/Clickatell?secret=secret-a", json={"apiMsgId": "m1", "status": "005"}
+    )
+    assert early.get_json() == {"received": 1, "updated": 0, "unknown": 1}
+
+    client.post("/sendsms", json={"message": "hi", "msisdns": ["72000001"]})  # BW: the backup
+    assert rows(db, "SELECT provider, providerid, status FROM sms") == [(BACKUP, "m1", "sent")]
+    assert rows(db, "SELECT providerid, provider FROM early_receipts") == [("m1", PRIMARY)]
+
+    client.post("/sendsms", json={"message": "hi", "msisdns": ["0830000001"]})  # ZA: the primary
+    assert sorted(rows(db, "SELECT provider, providerid, status FROM sms")) == [
+        (PRIMARY, "m1", "failed"),
+        (BACKUP, "m1", "sent"),
+    ]
+    assert rows(db, "SELECT count(*) FROM early_receipts") == [(0,)]
+    assert_counters_match_messages(db)
+
+
 def test_routing_rules_send_bw_numbers_through_one_provider_and_za_through_another(
     make_app, db, fakes
 ):

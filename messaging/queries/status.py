@@ -186,9 +186,10 @@ def _lock_sends(cur, messages):
     return [(sms_id, provider_id) for sms_id, provider_id, _ in messages]
 
 
-def keep_early_receipts(cur, updates):
-    """Keep final statuses whose provider id no message carries yet; return the ids that
-    some message carries by now (its batch was written meanwhile), which are not kept.
+def keep_early_receipts(cur, updates, owner=ANY_PROVIDER):
+    """Keep final statuses whose provider id no message of `owner` (the provider that
+    pushed them) carries yet; return the ids that one carries by now (its batch was written
+    meanwhile), which are not kept.
 
     Takes the early-receipts lock first and locks no row after it, so it never waits on a
     batch's writer that waits on the lock.
@@ -196,27 +197,30 @@ def keep_early_receipts(cur, updates):
     cur.execute("SELECT pg_advisory_xact_lock(%s)", (EARLY_RECEIPTS_LOCK,))
     provider_ids = [update.provider_id for update in updates]
     cur.execute(
-        "SELECT DISTINCT providerid FROM sms WHERE providerid = ANY(%s::varchar[])",
-        (array_literal(provider_ids),),
+        f"SELECT DISTINCT providerid FROM sms WHERE providerid = ANY(%(ids)s::varchar[]) "
+        f"AND {OWNED}",
+        {"ids": array_literal(provider_ids), **owner.params()},
     )
     known = {row[0] for row in cur.fetchall()}
     kept = [update for update in updates if update.provider_id not in known]
     if kept:
         cur.execute(
             """
-            INSERT INTO early_receipts (providerid, status, errorcode, reason, failurekind)
-            SELECT * FROM unnest(%(provider_id)s::varchar[], %(status)s::varchar[],
-                                 %(code)s::varchar[], %(reason)s::varchar[],
-                                 %(failure_kind)s::varchar[])
-            ON CONFLICT (providerid) DO NOTHING
+            INSERT INTO early_receipts (providerid, status, errorcode, reason, failurekind,
+                                        provider)
+            SELECT *, COALESCE(%(owner)s, '')
+            FROM unnest(%(provider_id)s::varchar[], %(status)s::varchar[],
+                        %(code)s::varchar[], %(reason)s::varchar[], %(failure_kind)s::varchar[])
+            ON CONFLICT (providerid, provider) DO NOTHING
             """,
-            _columns(kept),
+            {**_columns(kept), "owner": owner.key},
         )
     return known
 
 
 def apply_early_receipts(cur, provider_ids, owner=ANY_PROVIDER):
-    """Apply and drop the kept receipts for these provider ids; return the messages changed.
+    """Apply and drop the kept receipts of `owner` (the provider that answered the batch)
+    for these provider ids; return the messages changed.
 
     The send path calls it in the transaction that writes a batch's sms rows, right after
     writing them, with the provider ids it wrote; the counters move as for any receipt.
@@ -229,10 +233,12 @@ def apply_early_receipts(cur, provider_ids, owner=ANY_PROVIDER):
         return 0
     cur.execute(
         """
-        DELETE FROM early_receipts WHERE providerid = ANY(%s::varchar[])
+        DELETE FROM early_receipts
+        WHERE providerid = ANY(%(ids)s::varchar[])
+          AND (%(owner)s::varchar IS NULL OR provider IN (%(owner)s, ''))
         RETURNING providerid, status, errorcode, reason, failurekind
         """,
-        (array_literal(provider_ids),),
+        {"ids": array_literal(provider_ids), "owner": owner.key},
     )
     found = [StatusUpdate(*row) for row in cur.fetchall()]
     return apply_status_updates(cur, found, "receipt", owner) if found else 0
