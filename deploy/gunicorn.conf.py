@@ -99,12 +99,10 @@ def post_worker_init(worker):
     """Pass on to the worker's own handlers a stop that came while it booted."""
     queued = getattr(worker, "signals_while_booting", None)
     worker.signals_while_booting = None
-    received = []
     while queued is not None and not queued.empty():
-        received.append(queued.get_nowait())
-    for signum in dict.fromkeys(received):
+        signum = queued.get_nowait()
         if signum in STOPPING_SIGNALS:
-            os.kill(os.getpid(), signum)
+            os.kill(os.getpid(), signum)  # its handlers take a repeated stop as one
 
 
 def child_exit(server, worker):
