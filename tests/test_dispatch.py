@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from messaging import dispatch, service
+from messaging.db import _as_prepared
 from messaging.queries.dispatch import DISPATCH_CHANNEL, send_progress
 from tests.conftest import base_config, dispatcher_process, gunicorn_server, log_of, rows
 from tests.providers.fakes import FakeProvider, Reply
@@ -539,3 +540,40 @@ def test_the_listener_calls_as_many_workers_as_a_sends_notify_names(database_url
     finally:
         stop.set()
         listener.join(5)
+
+
+def plan_nodes(plan: dict):
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from plan_nodes(child)
+
+
+def test_recording_a_batch_reads_its_send_by_key_after_sendlog_grows(make_app, db):
+    # A pooled connection keeps the plan each statement got on its first runs. Recording
+    # a batch once joined its events with sendlog, and the plan made while sendlog was
+    # small read all of it for every batch recorded from then on (K1: the record took
+    # 2,900 buffers a batch and grew with every send).
+    services = make_app().extensions["messaging"]  # MockProvider: sent on this thread
+    for n in range(8):  # past the five custom plans PostgreSQL makes before a generic one
+        assert service.send_sms(services, "hi", numbers(2, f"08{n}"), None, "t").messages_sent
+    with db.cursor() as cur:
+        cur.execute(
+            "INSERT INTO sendlog (senttime, quantity, message, status) "
+            "SELECT now(), 1, 'before', 'done' FROM generate_series(1, 20000)"
+        )
+    with services.db.connection() as conn:
+        [(query, name)] = [(q, n) for q, n in conn.prepared.items() if "INSERT INTO sms " in q]
+        _, params = _as_prepared(query, True)
+        dummies = {"senttime": datetime(2026, 1, 1), "batch": 0, "sendlog": 0}
+        args = [dummies.get(param, "{}" if param.endswith("s") else "x") for param in params]
+        with conn.cursor() as cur:
+            placeholders = ", ".join(["%s"] * len(args))
+            cur.execute(f"EXPLAIN (FORMAT JSON) EXECUTE {name} ({placeholders})", args)
+            [[explained]] = cur.fetchall()
+    plan = explained[0]["Plan"]
+    reads = [
+        (node["Node Type"], node["Relation Name"])
+        for node in plan_nodes(plan)
+        if node.get("Relation Name") == "sendlog"
+    ]
+    assert reads and ("Seq Scan", "sendlog") not in reads, reads

@@ -32,12 +32,21 @@ def events_of(changed: str) -> str:
             FROM {changed}
             RETURNING seq, smsid, sendlogid, time, source, status, errorcode, reason,
                       failurekind, providerid
+        ), callbacks AS (
+            -- Each changed send's row looked up by its key (OFFSET 0 keeps the lookup from
+            -- being planned as a join): as a join, the plan a connection made while sendlog
+            -- was small read all of sendlog for every batch recorded, as long as it lived.
+            SELECT sends.id, own.callbackurl, own.callbackchecked
+            FROM (SELECT DISTINCT sendlogid AS id FROM {changed}) AS sends,
+                 LATERAL (SELECT callbackurl, callbackchecked FROM sendlog
+                          WHERE sendlog.id = sends.id OFFSET 0) AS own
+            WHERE own.callbackurl IS NOT NULL
         ), hooked AS (
-            SELECT e.*, c.msisdn, sendlog.callbackurl, sendlog.callbackchecked,
+            SELECT e.*, c.msisdn, callbacks.callbackurl, callbacks.callbackchecked,
                    (row_number() OVER (PARTITION BY e.sendlogid ORDER BY e.seq) - 1)
                        / {EVENTS_PER_WEBHOOK} AS part
             FROM events AS e
-            JOIN sendlog ON sendlog.id = e.sendlogid AND sendlog.callbackurl IS NOT NULL
+            JOIN callbacks ON callbacks.id = e.sendlogid
             JOIN {changed} AS c ON c.id = e.smsid
         ), hooks AS (
             INSERT INTO webhook_outbox (kind, lane, url, checkaddress, events, payload)
