@@ -551,8 +551,8 @@ def plan_nodes(plan: dict):
 def test_recording_a_batch_reads_its_send_by_key_after_sendlog_grows(make_app, db):
     # A pooled connection keeps the plan each statement got on its first runs. Recording
     # a batch once joined its events with sendlog, and the plan made while sendlog was
-    # small read all of it for every batch recorded from then on (K1: the record took
-    # 2,900 buffers a batch and grew with every send).
+    # small read all of it for every batch recorded from then on (3,000 rows a batch by
+    # the end of a 10 s K1 run).
     services = make_app().extensions["messaging"]  # MockProvider: sent on this thread
     for n in range(8):  # past the five custom plans PostgreSQL makes before a generic one
         assert service.send_sms(services, "hi", numbers(2, f"08{n}"), None, "t").messages_sent
@@ -564,6 +564,7 @@ def test_recording_a_batch_reads_its_send_by_key_after_sendlog_grows(make_app, d
     with services.db.connection() as conn:
         [(query, name)] = [(q, n) for q, n in conn.prepared.items() if "INSERT INTO sms " in q]
         _, params = _as_prepared(query, True)
+        # EXPLAIN plans without running: values of the right types (arrays end in s) do.
         dummies = {"senttime": datetime(2026, 1, 1), "batch": 0, "sendlog": 0}
         args = [dummies.get(param, "{}" if param.endswith("s") else "x") for param in params]
         with conn.cursor() as cur:
