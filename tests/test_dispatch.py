@@ -578,3 +578,21 @@ def test_recording_a_batch_reads_its_send_by_key_after_sendlog_grows(make_app, d
         if node.get("Relation Name") == "sendlog"
     ]
     assert reads and ("Seq Scan", "sendlog") not in reads, reads
+
+
+def test_a_one_recipient_send_is_not_planned_again_for_every_send(make_app):
+    # PostgreSQL plans a prepared statement afresh (a custom plan) while that is estimated
+    # cheaper than its generic plan. Given one-element arrays, the custom plans of the id
+    # allocation and of a batch's record were, so both were planned again for every send:
+    # most of PostgreSQL's CPU a one-recipient send (S2).
+    services = make_app().extensions["messaging"]  # MockProvider: sent on this thread
+    for n in range(12):
+        service.send_sms(services, "hi", [f"083{n:07d}"], None, "t")
+    with services.db.connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")
+        plans = cur.fetchall()
+    ran = [(text, custom) for text, generic, custom in plans if generic + custom >= 12]
+    assert any("nextval('sms_id_seq')" in text for text, _ in ran), plans
+    assert any("INSERT INTO sms " in text for text, _ in ran), plans
+    # The first five are custom plans whatever their cost: that is how PostgreSQL starts.
+    assert [(text, custom) for text, custom in ran if custom > 5] == []

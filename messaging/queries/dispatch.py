@@ -24,7 +24,7 @@ def allocate_ids(cur, msisdns):
     cur.execute(
         """
         SELECT (SELECT COALESCE(array_agg(nextval('sms_id_seq')), '{}')
-                FROM generate_series(1, %(count)s)),
+                FROM generate_series(1, (SELECT %(count)s::int))),  -- see record_batch
                ARRAY(SELECT optouts.msisdn
                      FROM optouts JOIN unnest(%(msisdns)s::varchar[]) AS given(msisdn)
                           USING (msisdn))
@@ -218,9 +218,14 @@ def record_batch(
                    CASE WHEN v.provider_id IS NULL THEN COALESCE(v.kind, 'unknown') END,
                    CASE WHEN v.provider_id IS NULL THEN {NOW_UTC} END, %(provider)s
             FROM mine,
-                 unnest(%(ids)s::bigint[], %(msisdns)s::varchar[], %(provider_ids)s::varchar[],
-                        %(segments)s::smallint[], %(codes)s::varchar[], %(reasons)s::varchar[],
-                        %(kinds)s::varchar[])
+                 -- Each array through a sub-select, which the planner cannot see into: a
+                 -- custom plan made for a batch of one, given the array itself, was always
+                 -- estimated cheaper than the generic plan, so every such batch was
+                 -- planned again (most of PostgreSQL's work on a one-recipient send).
+                 unnest((SELECT %(ids)s::bigint[]), (SELECT %(msisdns)s::varchar[]),
+                        (SELECT %(provider_ids)s::varchar[]), (SELECT %(segments)s::smallint[]),
+                        (SELECT %(codes)s::varchar[]), (SELECT %(reasons)s::varchar[]),
+                        (SELECT %(kinds)s::varchar[]))
                  AS v(id, msisdn, provider_id, segments, code, reason, kind)
             ON CONFLICT (id) DO NOTHING
             RETURNING s.id, s.sendlogid, s.msisdn, s.status, s.providerid, s.errorcode,
