@@ -53,6 +53,7 @@ from messaging.queries.dispatch import (
     extend_lease,
     fail_ready_batches,
     finish_if_done,
+    finish_seeing_early_receipts,
     forget_dispatcher,
     has_work,
     heartbeat,
@@ -641,12 +642,13 @@ class Worker:
             if counted:  # after the send's row lock, as every writer of the health counts
                 self.health.note(cur, source, accepted=0 if unknown else 1, errors=int(unknown))
             if accepted is not None:
-                # Receipts that overtook this batch (they came before its rows existed).
-                provider_ids = [outcome[2] for outcome in outcomes if outcome[2]]
-                apply_early_receipts(cur, provider_ids, self.services.owner(source))
                 for code, msisdns in opted_out.items():
                     add_optouts(cur, msisdns, f"{self.plugin(batch).name} error {code}")
-                return accepted, finish_if_done(cur, batch.send_id)
+                closed, early_receipts = finish_seeing_early_receipts(cur, batch.send_id)
+                if early_receipts:  # some overtook a batch: they came before its rows existed
+                    provider_ids = [outcome[2] for outcome in outcomes if outcome[2]]
+                    apply_early_receipts(cur, provider_ids, self.services.owner(source))
+                return accepted, closed
             return None, None
 
         accepted, self.closed = write(self.db, store)

@@ -565,7 +565,7 @@ def test_recording_a_batch_reads_its_send_by_key_after_sendlog_grows(make_app, d
         [(query, name)] = [(q, n) for q, n in conn.prepared.items() if "INSERT INTO sms " in q]
         _, params = _as_prepared(query, True)
         # EXPLAIN plans without running: values of the right types (arrays end in s) do.
-        dummies = {"senttime": datetime(2026, 1, 1), "batch": 0, "sendlog": 0}
+        dummies = {"senttime": datetime(2026, 1, 1), "batch": 0, "sendlog": 0, "receipts_lock": 0}
         args = [dummies.get(param, "{}" if param.endswith("s") else "x") for param in params]
         with conn.cursor() as cur:
             placeholders = ", ".join(["%s"] * len(args))

@@ -2,11 +2,15 @@
 
 import json
 import logging
+import threading
+import time
 
+import psycopg2
 import pytest
 import requests
 
 from messaging.providers.mock import receipt_signature
+from messaging.queries import EARLY_RECEIPTS_LOCK
 from tests.conftest import base_config, rows
 
 TOKEN = base_config()["smsProvider"]["token"]
@@ -250,6 +254,37 @@ def test_a_final_receipt_for_an_id_not_yet_sent_is_applied_when_its_batch_is_wri
     assert message(db, "27830000001")[:2] == ("failed", "005")
     assert message(db, "27830000002")[0] == "sent"
     assert counters(db, ref) == (1, 0, 1)
+    assert rows(db, "SELECT count(*) FROM early_receipts") == [(0,)]
+
+
+def test_a_receipt_kept_while_a_batch_is_being_written_is_applied_by_that_batch(
+    client, db, database_url
+):
+    # The receipt holds the early-receipts lock, its id kept but not committed, while the
+    # batch's record runs: the record waits for the lock, and its next statement sees the
+    # kept receipt (a look in the statement that waited would miss it, its snapshot taken
+    # before the receipt committed, and leave the message `sent` for good).
+    receipt = psycopg2.connect(database_url)
+    with receipt.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (EARLY_RECEIPTS_LOCK,))
+        cur.execute(
+            "INSERT INTO early_receipts (providerid, status, errorcode, provider) "
+            "VALUES ('mock-27830000001-1', 'delivered', 'OK', 'MockProvider')"
+        )
+    sending = threading.Thread(target=send, args=(client, "0830000001"))
+    sending.start()
+    try:
+        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        deadline = time.monotonic() + 10
+        while rows(db, waiting) != [(1,)] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert rows(db, waiting) == [(1,)], "the batch's record never waited for the receipt"
+        receipt.commit()
+        sending.join(10)
+    finally:
+        receipt.close()
+    assert not sending.is_alive()
+    assert message(db, "27830000001")[:2] == ("delivered", "OK")
     assert rows(db, "SELECT count(*) FROM early_receipts") == [(0,)]
 
 

@@ -11,7 +11,7 @@ side by side), and the other writers of a send (cancel, a whole-request refusal,
 withdrawal) take it first (lock_send).
 """
 
-from messaging.queries import NOW_UTC, array_literal
+from messaging.queries import EARLY_RECEIPTS_LOCK, NOW_UTC, array_literal
 from messaging.queries.events import WOKEN, events_of
 
 DISPATCH_CHANNEL = "messaging_dispatch"
@@ -197,6 +197,10 @@ def record_batch(
     `outcomes` holds (sms id, msisdn, provider id or None, segments, code, reason, failure
     kind) per recipient: with a provider id it was accepted (`sent`), without one it failed.
     `provider` is the configured name of the provider that answered (sms.provider).
+
+    It takes the early-receipts lock shared: a receipt that came before these rows existed
+    and was kept is seen by the transaction's next statement (finish_seeing_early_receipts),
+    one that comes later waits for the commit and finds the rows.
     """
     columns = zip(*outcomes, strict=True) if outcomes else [()] * 7
     ids, msisdns, provider_ids, segments, codes, reasons, kinds = (
@@ -234,6 +238,8 @@ def record_batch(
             SELECT count(*) FILTER (WHERE status = 'sent') AS sent,
                    count(*) FILTER (WHERE status = 'failed') AS failed
             FROM changed
+        ), receipts_lock AS (
+            SELECT pg_advisory_xact_lock_shared(%(receipts_lock)s)
         ) {events_of("changed")}
         UPDATE sendlog
         SET sent = COALESCE(sendlog.sent, 0) + counts.sent,
@@ -241,7 +247,8 @@ def record_batch(
             accepted = COALESCE(sendlog.accepted, 0) + counts.sent
         FROM counts
         WHERE sendlog.id = %(sendlog)s
-        RETURNING counts.sent, (SELECT count(*) FROM mine), {WOKEN}
+        RETURNING counts.sent, (SELECT count(*) FROM mine), {WOKEN},
+                  (SELECT count(*) FROM receipts_lock)
         """,
         {
             "batch": batch_id,
@@ -258,9 +265,10 @@ def record_batch(
             "kinds": kinds,
             "source": source,
             "provider": provider,
+            "receipts_lock": EARLY_RECEIPTS_LOCK,
         },
     )
-    accepted, mine, _ = cur.fetchone()
+    accepted, mine, _, _ = cur.fetchone()
     return accepted if mine else None
 
 
@@ -435,13 +443,8 @@ def mark_cancelled(cur, sendlog_id):
     return cur.fetchone() is not None
 
 
-def finish_if_done(cur, sendlog_id):
-    """Close a send once none of its batches is left; say what became of it. Returns its
-    progress as closed (as send_progress: status, description, quantity, accepted, ...), or
-    None while work remains (or already closed). Call with the send's row lock held
-    (lock_send), so two last batches cannot both miss it."""
-    cur.execute(
-        """
+# A send closed once none of its batches is left, with what became of it.
+_FINISH = """
         UPDATE sendlog
         SET status = CASE WHEN cancelledat IS NOT NULL THEN 'cancelled'
                           WHEN failure IS NULL AND COALESCE(accepted, 0) > 0 THEN 'success'
@@ -461,12 +464,37 @@ def finish_if_done(cur, sendlog_id):
                 ELSE '' END
         WHERE id = %(send)s AND status = 'sending'
           AND NOT EXISTS (SELECT 1 FROM dispatch_batches WHERE sendlogid = %(send)s)
-        RETURNING status, description, quantity, COALESCE(accepted, 0), failure,
-                  COALESCE(optedout, 0)
+        RETURNING status, description, quantity, COALESCE(accepted, 0) AS accepted, failure,
+                  COALESCE(optedout, 0) AS optedout
+"""
+
+
+def finish_if_done(cur, sendlog_id):
+    """Close a send once none of its batches is left; say what became of it. Returns its
+    progress as closed (as send_progress: status, description, quantity, accepted, ...), or
+    None while work remains (or already closed). Call with the send's row lock held
+    (lock_send), so two last batches cannot both miss it."""
+    cur.execute(_FINISH, {"send": sendlog_id})
+    return _closed(cur.fetchone())
+
+
+def finish_seeing_early_receipts(cur, sendlog_id):
+    """finish_if_done, and in the same statement whether any receipt is kept for messages
+    not written yet (status.apply_early_receipts applies them): after record_batch, which
+    took the early-receipts lock, in one round trip. Returns (progress or None, bool)."""
+    cur.execute(
+        f"""
+        WITH closed AS ({_FINISH})
+        SELECT closed.*, EXISTS (SELECT 1 FROM early_receipts)
+        FROM (SELECT) AS always LEFT JOIN closed ON true
         """,
         {"send": sendlog_id},
     )
-    row = cur.fetchone()
+    *closed, early = cur.fetchone()
+    return _closed(None if closed[0] is None else closed), early
+
+
+def _closed(row):
     if row is None:
         return None
     status, description, quantity, accepted, failure, opted_out = row

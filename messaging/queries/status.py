@@ -222,14 +222,12 @@ def apply_early_receipts(cur, provider_ids, owner=ANY_PROVIDER):
     """Apply and drop the kept receipts of `owner` (the provider that answered the batch)
     for these provider ids; return the messages changed.
 
-    The send path calls it in the transaction that writes a batch's sms rows, right after
-    writing them, with the provider ids it wrote; the counters move as for any receipt.
+    The send path calls it in the transaction that writes a batch's sms rows (record_batch,
+    which takes EARLY_RECEIPTS_LOCK shared), with the provider ids it wrote, when the next
+    statement found receipts kept (dispatch.finish_seeing_early_receipts); the counters
+    move as for any receipt.
     """
     if not provider_ids:
-        return 0
-    cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (EARLY_RECEIPTS_LOCK,))
-    cur.execute("SELECT EXISTS (SELECT 1 FROM early_receipts)")
-    if not cur.fetchone()[0]:  # the usual case: spare the server the batch's ids
         return 0
     cur.execute(
         """
