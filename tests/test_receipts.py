@@ -274,7 +274,10 @@ def test_a_receipt_kept_while_a_batch_is_being_written_is_applied_by_that_batch(
     sending = threading.Thread(target=send, args=(client, "0830000001"))
     sending.start()
     try:
-        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        waiting = (
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
         deadline = time.monotonic() + 10
         while rows(db, waiting) != [(1,)] and time.monotonic() < deadline:
             time.sleep(0.02)
