@@ -634,10 +634,21 @@ def webhooks_secret():
     help="Exit once no batch is waiting or being sent and no webhook is due, instead of "
     "running until stopped.",
 )
+@click.option(
+    "--nice",
+    type=click.IntRange(0, 19),
+    default=dispatch.NICENESS,
+    show_default=True,
+    help="Added to this process's niceness: on a host it shares with gunicorn, the API's "
+    "answers come first and the dispatcher takes the CPU they leave. 0 keeps it as started.",
+)
 @with_appcontext
-def dispatch_command(concurrency, until_idle):
+def dispatch_command(concurrency, until_idle, nice):
     """Send recorded batches to the provider until stopped (SIGTERM or Ctrl-C finish the
     batches in flight, record them, and exit). Run any number, on any number of hosts."""
+    # Before any thread starts: on Linux a thread has its own niceness, taken from the
+    # thread that starts it.
+    niceness = os.nice(nice)
     dispatcher = dispatch.Dispatcher(services(), concurrency=concurrency)
 
     def stop(signum, frame):
@@ -648,7 +659,8 @@ def dispatch_command(concurrency, until_idle):
         signal.signal(signum, stop)
     click.echo(
         f"dispatch: {dispatcher.name}, {dispatcher.concurrency} at once, "
-        f"provider {services().provider.name}" + ("; until idle" if until_idle else "")
+        f"provider {services().provider.name}, niceness {niceness}"
+        + ("; until idle" if until_idle else "")
     )
     if until_idle:
         dispatcher.idle_exit = True

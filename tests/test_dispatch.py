@@ -2,11 +2,13 @@
 respond-async, back-off while the provider refuses for now, fairness between sends,
 schedules and cancels, several dispatchers sharing one send and one rate limit."""
 
+import os
 import select
 import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -147,6 +149,27 @@ def test_respond_async_answers_202_at_once_and_the_dispatchers_send_it(
         assert d.wait(60) == 0, log_of(tmp_path, "dispatch")
     assert state_of(client, body["refNumber"])["queued"] == 0
     assert sum(slow.received.values()) == 1000
+
+
+def niceness_of_threads(pid: int) -> list[int]:
+    """Each thread's niceness (/proc/<pid>/task/<tid>/stat, field 19)."""
+    tasks = Path(f"/proc/{pid}/task").iterdir()
+    return [int((task / "stat").read_text().rsplit(")", 1)[1].split()[16]) for task in tasks]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize(("args", "added"), [((), dispatch.NICENESS), (("--nice", "0"), 0)])
+def test_a_dispatcher_runs_every_thread_at_its_niceness(database_url, db, tmp_path, args, added):
+    with dispatcher_process(base_config(), database_url, tmp_path, args=args) as process:
+        deadline = time.monotonic() + 30
+        # its main thread, the wake-up watch and maxConcurrentRequests (4) workers
+        while len(niceness_of_threads(process.pid)) < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        threads = niceness_of_threads(process.pid)
+    expected = min(19, os.nice(0) + added)  # the most a niceness can be
+    assert len(threads) >= 6, log_of(tmp_path, "dispatch")
+    assert set(threads) == {expected}
+    assert f"niceness {expected}" in log_of(tmp_path, "dispatch")
 
 
 def test_only_a_send_the_request_cannot_finish_alone_wakes_the_dispatchers(
