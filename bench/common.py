@@ -171,12 +171,15 @@ class CpuMeter:
             if process.info["name"] == "postgres" and f" {self.database} " in line:
                 yield "postgres", process
 
-    def snapshot(self) -> dict[int, tuple[str, float]]:
+    def snapshot(self) -> dict[int, tuple[str, float, int]]:
+        """Each process's kind, CPU seconds (its reaped children's included: a gunicorn
+        worker recycled after max_requests ends up in its master's) and parent."""
         taken = {}
         for kind, process in self.processes():
             with contextlib.suppress(psutil.Error):
                 times = process.cpu_times()
-                taken[process.pid] = (kind, times.user + times.system)
+                own = times.user + times.system + times.children_user + times.children_system
+                taken[process.pid] = (kind, own, process.ppid())
         return taken
 
     @contextlib.contextmanager
@@ -185,8 +188,14 @@ class CpuMeter:
         spent: dict[str, float] = {}
         before = self.snapshot()
         yield spent
-        for pid, (kind, seconds) in self.snapshot().items():
+        after = self.snapshot()
+        for pid, (kind, seconds, _) in after.items():
             spent[kind] = spent.get(kind, 0.0) + seconds - before.get(pid, (kind, 0.0))[1]
+        # One that ended in the block counts, whole, in its parent's reaped children (when
+        # its parent is measured: not a PostgreSQL backend's).
+        for pid, (kind, seconds, parent) in before.items():
+            if pid not in after and parent in after:
+                spent[kind] = spent.get(kind, 0.0) - seconds
 
 
 def connect(url: str):
