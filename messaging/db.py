@@ -206,31 +206,36 @@ class PreparingCursor(psycopg2.extensions.cursor):
     PREPARE refuses (a parameter whose type cannot be told) runs as it is from then on."""
 
     def execute(self, query, vars=None):
+        return super().execute(*self.as_sent(query, vars))
+
+    def as_sent(self, query, vars=None) -> tuple:
+        """The statement and parameters to send for this one: EXECUTE of its prepared copy
+        (prepared now, on first use), or the statement itself."""
         conn = self.connection
         if not isinstance(query, str) or query in conn.unpreparable:
-            return super().execute(query, vars)
+            return query, vars
         shape = _as_prepared(query, vars is not None)
         if shape is None:
-            return super().execute(query, vars)
+            return query, vars
         text, filled = shape
         if isinstance(filled, tuple):
             if not isinstance(vars, Mapping):
-                return super().execute(query, vars)
+                return query, vars
             args = [vars[key] for key in filled]
         else:
             args = [] if vars is None else list(vars)
             if isinstance(vars, Mapping) or len(args) != filled:
-                return super().execute(query, vars)  # psycopg2 says what is wrong, if anything
+                return query, vars  # psycopg2 says what is wrong, if anything
         name = conn.prepared.get(query)
         if name is None:
             name = self._prepare(query, text)
             if name is None:
-                return super().execute(query, vars)
+                return query, vars
         else:
             conn.prepared.move_to_end(query)
         if not args:
-            return super().execute(f"EXECUTE {name}")
-        return super().execute(f"EXECUTE {name} ({', '.join(['%s'] * len(args))})", args)
+            return f"EXECUTE {name}", None
+        return f"EXECUTE {name} ({', '.join(['%s'] * len(args))})", args
 
     def _prepare(self, query: str, text: str) -> str | None:
         conn = self.connection
@@ -256,6 +261,24 @@ class PreparingCursor(psycopg2.extensions.cursor):
             return None
         conn.prepared[query] = name
         return name
+
+
+def execute_together(cur, statements) -> None:
+    """Run these (query, vars) statements in one round trip, on a cursor in autocommit
+    (Database.statement): the server runs a string of statements as one transaction, each
+    seeing what those before it wrote, with a snapshot of its own (as in any READ COMMITTED
+    transaction); an error in one rolls them all back. Only the last one's rows can be
+    fetched (an earlier one can pass on what it found with set_config(..., true))."""
+    if not cur.connection.autocommit:
+        raise ValueError("execute_together needs a connection in autocommit")
+    encoding = psycopg2.extensions.encodings[cur.connection.encoding]
+    texts = []
+    for query, vars in statements:
+        if isinstance(cur, PreparingCursor):
+            query, vars = cur.as_sent(query, vars)
+        texts.append(query if vars is None else cur.mogrify(query, vars).decode(encoding))
+    # As the base cursor: a string of statements cannot be prepared (nor be worth it).
+    psycopg2.extensions.cursor.execute(cur, ";\n".join(texts))
 
 
 class Database:

@@ -62,6 +62,7 @@ from messaging.queries.dispatch import (
     note_failover,
     note_failure,
     record_batch,
+    record_batch_and_finish,
     release_claims,
     requeue_batch,
     requeue_recipients,
@@ -173,15 +174,16 @@ def share_rate_limit(provider, db: Database, key: str | None = None) -> None:
         provider.throttle = SharedRateLimit(db, key or provider.name, provider.requests_per_second)
 
 
-def write(db: Database, action: Callable):
-    """Run `action(cur)` in a transaction, again while the database is briefly away: what
-    the provider answered must not be lost to a blip. Every write here is safe to repeat
-    (guarded by the batch's lease, counters moved by the rows changed)."""
+def write(db: Database, action: Callable, together: bool = False):
+    """Run `action(cur)` in a transaction (`together`: on a cursor in autocommit, for
+    statements sent together, db.execute_together), again while the database is briefly
+    away: what the provider answered must not be lost to a blip. Every write here is safe
+    to repeat (guarded by the batch's lease, counters moved by the rows changed)."""
     deadline = time.monotonic() + WRITE_RETRY_SECONDS
     delay = 0.1
     while True:
         try:
-            with db.transaction() as cur:
+            with db.statement() if together else db.transaction() as cur:
                 return action(cur)
         except MessagingError as err:
             if err.status_code != 503 or time.monotonic() + delay > deadline:
@@ -611,6 +613,16 @@ class Worker:
             if provider_id is None and code in opt_out_codes:
                 opted_out.setdefault(code, []).append(msisdn)
 
+        recording = (
+            batch.id,
+            batch.lease,
+            batch.send_id,
+            batch.senttime,
+            batch.message,
+            outcomes,
+            "reconcile" if batch.abandoned else "send",
+        )
+
         def store(cur):
             # No lock_send first: the batches of one send write their rows side by side and
             # take turns only from record_batch's counter update (which takes the send's row
@@ -633,30 +645,30 @@ class Worker:
                 )
                 if again.failover is not None:
                     note_failover(cur, batch.send_id, ids, msisdns, *again.failover)
-            accepted = record_batch(
-                cur,
-                batch.id,
-                batch.lease,
-                batch.send_id,
-                batch.senttime,
-                batch.message,
-                outcomes,
-                "reconcile" if batch.abandoned else "send",
-                provider=source,
-            )
+            accepted = record_batch(cur, *recording, provider=source)
             if counted:  # after the send's row lock, as every writer of the health counts
                 self.health.note(cur, source, accepted=0 if unknown else 1, errors=int(unknown))
             if accepted is not None:
                 for code, msisdns in opted_out.items():
                     add_optouts(cur, msisdns, f"{self.plugin(batch).name} error {code}")
                 closed, early_receipts = finish_seeing_early_receipts(cur, batch.send_id)
-                if early_receipts:  # some overtook a batch: they came before its rows existed
-                    provider_ids = [outcome[2] for outcome in outcomes if outcome[2]]
-                    apply_early_receipts(cur, provider_ids, self.services.owner(source))
+                if early_receipts:
+                    self._apply_early_receipts(cur, outcomes, source)
                 return accepted, closed
             return None, None
 
-        accepted, self.closed = write(self.db, store)
+        if requeues or opted_out or (counted and self.health.tracked):
+            accepted, self.closed = write(self.db, store)
+        else:
+            # The usual record (nothing to requeue or add, no provider health kept) is two
+            # statements sent together: one round trip where a transaction takes four.
+            accepted, self.closed, early_receipts = write(
+                self.db,
+                lambda cur: record_batch_and_finish(cur, *recording, provider=source),
+                together=True,
+            )
+            if accepted is not None and early_receipts:
+                write(self.db, lambda cur: self._apply_early_receipts(cur, outcomes, source))
         if accepted is None:
             # Only when this process was stalled past its lease: another took the batch
             # over and settled it; the provider's late answer is logged, not counted twice.
@@ -671,6 +683,12 @@ class Worker:
             return
         metrics.record_messages(source, sent=accepted, failed=len(outcomes) - accepted)
         self._settled(batch)
+
+    def _apply_early_receipts(self, cur, outcomes: list[tuple], source: str) -> None:
+        """Apply the receipts kept for a batch's messages: they overtook it, coming before
+        its rows existed."""
+        provider_ids = [outcome[2] for outcome in outcomes if outcome[2]]
+        apply_early_receipts(cur, provider_ids, self.services.owner(source))
 
     def _settled(self, batch: Batch) -> None:
         if self.on_recorded is not None:

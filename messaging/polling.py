@@ -155,7 +155,7 @@ def reconcile_then_poll(
     except MessagingError as err:
         lines.append(f"reconcile: stopped: {err.message}")
     else:
-        if reconciled.batches or reconciled.errors:
+        if reconciled.batches or reconciled.errors or reconciled.receipts:
             lines.append(reconciled.line())
         if dropped:
             lines.append(f"receipts: dropped {dropped} never matched by a message within 24 h")

@@ -7,6 +7,9 @@ never resent: its recipients are looked up by our client reference where the plu
 (`find_sends`) and otherwise recorded `failed`, "provider outcome unknown". Batches never
 handed over are not reconcile's business: they are work, and a dispatcher sends them.
 
+It also applies the receipts kept for messages that exist by now: they overtook a batch
+whose writer died between writing it and applying them.
+
 Dispatchers settle abandoned batches themselves as they find them; `flask reconcile`
 (also run by poll-status) does it without one, and with `--older-than` takes batches
 claimed longer ago than that for abandoned even before their lease ends (for an operator
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 
 from messaging.dispatch import Batch, Worker, worker_name
 from messaging.queries.dispatch import claim_abandoned
+from messaging.queries.status import apply_early_receipts, arrived_early_receipts
 from messaging.services import Services
 
 log = logging.getLogger(__name__)
@@ -32,6 +36,7 @@ class ReconcileSummary:
     found_failed: int = 0  # the provider had refused them: now `failed`
     outcome_unknown: int = 0
     errors: int = 0  # batches whose lookup failed (kept, asked again next run)
+    receipts: int = 0  # messages changed by kept receipts their batch's writer left
 
     @property
     def changed(self) -> int:
@@ -46,6 +51,8 @@ class ReconcileSummary:
             text += f", provider lookup: {self.found_sent} sent, {self.found_failed} failed"
         if self.errors:
             text += f", {self.errors} lookups failed (kept for the next run)"
+        if self.receipts:
+            text += f"; {self.receipts} messages updated by receipts kept for them"
         return text
 
 
@@ -74,6 +81,12 @@ def reconcile(services: Services, older_than: float | None = None) -> ReconcileS
         summary.found_sent += settled["sent"]
         summary.found_failed += settled["failed"]
         summary.outcome_unknown += settled["unknown"]
-    if summary.batches or summary.errors:
+    for configured in services.providers:
+        owner = services.owner(configured.key)
+        with services.db.transaction() as cur:
+            arrived = arrived_early_receipts(cur, owner)
+            if arrived:
+                summary.receipts += apply_early_receipts(cur, arrived, owner)
+    if summary.batches or summary.errors or summary.receipts:
         log.warning("%s", summary.line())
     return summary

@@ -5,6 +5,7 @@ one transaction, then handed to the provider by dispatch.py: by the request itse
 up to `smsProvider.waitSeconds`, and by the dispatchers (`flask dispatch`) for the rest.
 """
 
+import functools
 import logging
 import math
 import time
@@ -16,13 +17,13 @@ from messaging import dispatch, limits, webhooks
 from messaging.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from messaging.providers.base import FAILED, TEMPORARY
 from messaging.queries.dispatch import (
-    allocate_ids,
     fail_ready_batches,
     finish_if_done,
     known_progress,
     lock_send,
     mark_cancelled,
     note_failure,
+    opted_out_of,
     record_send,
     send_progress,
 )
@@ -154,53 +155,70 @@ def send_sms(
     wait = settings.wait_seconds if wait is None else wait
     works_on_it = wait > 0 and not scheduled
 
-    # Ids come from a sequence, which no rollback takes back, and the suppression list is
-    # read as of this statement either way: no need to hold a transaction open for them.
-    if cleaned.valid:
-        with services.db.statement() as cur:
-            ids, suppressed = allocate_ids(cur, cleaned.valid)
-    else:
-        ids, suppressed = [], set()
-    msisdns, send_ids, opted_out, opted_out_ids = _without_opted_out(cleaned.valid, ids, suppressed)
     limited = limits.limited(caller_limits)
-    # The usual send is recorded by one statement, which commits by itself (S2, K1).
-    alone = msisdns and settings.enabled and not (opted_out or limited or on_record)
-    with services.db.statement() if alone else services.db.transaction() as cur:
-        if limited:
-            # Before the send is recorded, so a refusal rolls back little; what counts is
-            # what would be sent (the opted-out are recorded, never sent).
-            limits.charge(cur, originator, caller_limits, msisdns, services.normaliser)
-        batches = provider_batches(services, msisdns, send_ids)
-        sendlog_id, senttime = record_send(
-            cur,
-            originator=originator,
-            message=message,
-            sender=sender,
-            batches=batches,
-            segments=segments,
-            bulk=len(cleaned.valid) >= settings.bulk_threshold,
-            send_at=stored_send_at,
-            callback_url=callback_url,
-            callback_checked=callback_checked,
-            # A send of one batch that this request sends itself at once gains nothing from
-            # a dispatcher woken to race it for the batch (and the request, losing, would
-            # poll until the dispatcher is done); one left behind is found within a second.
-            notify=not (works_on_it and len(batches) <= 1),
-        )
-        if opted_out:
-            record_opted_out(cur, sendlog_id, senttime, message, segments, opted_out, opted_out_ids)
-        if on_record is not None:
-            on_record(cur, sendlog_id)
-        if not settings.enabled:
-            note_failure(cur, sendlog_id, DISABLED[1])
-            fail_ready_batches(cur, sendlog_id, *DISABLED, kind=TEMPORARY, source="send")
-        if not settings.enabled or not msisdns:
-            finish_if_done(cur, sendlog_id)  # nothing to send
-            progress = send_progress(cur, sendlog_id)
-        else:
-            # Nobody else sees the send before this commits: its progress is what was just
-            # written, and reading it back would cost every send a statement (S2, K1).
-            progress = _recorded(len(msisdns), len(batches), len(opted_out), scheduled)
+    bulk = len(cleaned.valid) >= settings.bulk_threshold
+    record = functools.partial(
+        record_send,
+        originator=originator,
+        message=message,
+        sender=sender,
+        recipients=cleaned.valid,
+        segments=segments,
+        bulk=bulk,
+        send_at=stored_send_at,
+        callback_url=callback_url,
+        callback_checked=callback_checked,
+    )
+
+    def wakes(batches) -> bool:
+        """A send of one batch that this request sends itself at once gains nothing from a
+        dispatcher woken to race it for the batch (and the request, losing, would poll until
+        the dispatcher is done); one left behind is found within a second."""
+        return not works_on_it or len(batches) > 1
+
+    sendlog_id = None
+    if cleaned.valid and settings.enabled and not (limited or on_record):
+        # The usual send: recorded by one statement, which commits by itself and reads the
+        # suppression list as it goes; none of its numbers may be on it (S2, K1).
+        batches = provider_batches(services, cleaned.valid, list(range(len(cleaned.valid))))
+        with services.db.statement() as cur:
+            sendlog_id, _, _, suppressed = record(
+                cur, batches=batches, notify=wakes(batches), unless_opted_out=True
+            )
+        # Nobody else sees the send before it commits: its progress is what was written, and
+        # reading it back would cost every send a statement (S2, K1).
+        progress = _recorded(len(cleaned.valid), len(batches), 0, scheduled)
+    elif cleaned.valid:
+        # Read as of this statement either way: no need to hold the transaction open for it.
+        with services.db.statement() as cur:
+            suppressed = opted_out_of(cur, cleaned.valid)
+    else:
+        suppressed = set()
+    if sendlog_id is None:
+        msisdns, positions = _to_send(cleaned.valid, suppressed)
+        with services.db.transaction() as cur:
+            if limited:
+                # Before the send is recorded, so a refusal rolls back little; what counts is
+                # what would be sent (the opted-out are recorded, never sent).
+                limits.charge(cur, originator, caller_limits, msisdns, services.normaliser)
+            batches = provider_batches(services, msisdns, positions)
+            sendlog_id, senttime, ids, _ = record(cur, batches=batches, notify=wakes(batches))
+            left_out = [(m, i) for m, i in zip(cleaned.valid, ids, strict=True) if m in suppressed]
+            opted_out, opted_out_ids = [m for m, _ in left_out], [i for _, i in left_out]
+            if opted_out:
+                record_opted_out(
+                    cur, sendlog_id, senttime, message, segments, opted_out, opted_out_ids
+                )
+            if on_record is not None:
+                on_record(cur, sendlog_id)
+            if not settings.enabled:
+                note_failure(cur, sendlog_id, DISABLED[1])
+                fail_ready_batches(cur, sendlog_id, *DISABLED, kind=TEMPORARY, source="send")
+            if not settings.enabled or not msisdns:
+                finish_if_done(cur, sendlog_id)  # nothing to send
+                progress = send_progress(cur, sendlog_id)
+            else:
+                progress = _recorded(len(msisdns), len(batches), len(opted_out), scheduled)
     try:
         if works_on_it:
             deadline = None if math.isinf(wait) else time.monotonic() + wait
@@ -217,14 +235,10 @@ def send_sms(
     return _outcome(sendlog_id, progress, cleaned, message, scheduled)
 
 
-def _without_opted_out(msisdns: list[str], ids: list[int], opted_out: set[str]):
-    """Split recipients and their sms ids into (to send, ids, opted out, their ids)."""
-    if not opted_out:
-        return msisdns, ids, [], []
-    pairs = list(zip(msisdns, ids, strict=True))
-    sent = [(m, i) for m, i in pairs if m not in opted_out]
-    left = [(m, i) for m, i in pairs if m in opted_out]
-    return [m for m, _ in sent], [i for _, i in sent], [m for m, _ in left], [i for _, i in left]
+def _to_send(msisdns: list[str], opted_out: set[str]) -> tuple[list[str], list[int]]:
+    """The recipients not opted out, and their positions among all of them."""
+    kept = [(m, n) for n, m in enumerate(msisdns) if m not in opted_out]
+    return [m for m, _ in kept], [n for _, n in kept]
 
 
 def _callback(services: Services, url: str | None) -> tuple[str | None, bool]:

@@ -7,7 +7,7 @@ import psycopg2
 import pytest
 
 from messaging import db as db_module
-from messaging.db import Database
+from messaging.db import Database, execute_together
 from tests.conftest import base_config
 
 
@@ -115,3 +115,37 @@ def test_the_config_key_turns_them_off_for_the_apps_pool(make_app, db):
     with services.db.transaction() as cur:
         assert prepared_on_server(cur) == []
     assert services.db.connection_factory is None
+
+
+@pytest.mark.parametrize("prepared", [True, False], ids=["prepared", "unprepared"])
+def test_statements_sent_together_run_as_one_transaction(database_url, prepared):
+    database = Database(database_url, max_connections=1, prepared_statements=prepared)
+    together = [
+        ("CREATE TABLE IF NOT EXISTS together_test (n int PRIMARY KEY)", None),
+        ("INSERT INTO together_test SELECT %s RETURNING set_config('test.n', %s, true)", (1, "1")),
+        # The second sees the first's row, and what it passed on.
+        ("SELECT count(*), current_setting('test.n') FROM together_test WHERE n = %s", (1,)),
+    ]
+    try:
+        for _ in range(2):  # the second time through the statements prepared the first
+            with database.statement() as cur:
+                execute_together(cur, together)
+                assert cur.fetchone() == (1, "1")
+                cur.execute("DELETE FROM together_test")
+        # An error in the last undoes the first: nothing is written.
+        with pytest.raises(psycopg2.errors.DivisionByZero), database.statement() as cur:
+            execute_together(cur, [together[1], ("SELECT 1 / %s", (0,))])
+        with database.statement() as cur:
+            cur.execute("SELECT count(*), current_setting('test.n', true) FROM together_test")
+            # Nor does what was passed on outlive it (a name once set reads empty after).
+            assert cur.fetchone() == (0, "")
+            if prepared:
+                assert len([s for s in prepared_on_server(cur) if "together_test" in s]) == 2
+            cur.execute("DROP TABLE together_test")
+    finally:
+        database.close()
+
+
+def test_statements_are_sent_together_only_in_autocommit(pool):
+    with pytest.raises(ValueError, match="autocommit"), pool.transaction() as cur:
+        execute_together(cur, [("SELECT %s::int", (1,))])

@@ -291,6 +291,29 @@ def test_a_receipt_kept_while_a_batch_is_being_written_is_applied_by_that_batch(
     assert rows(db, "SELECT count(*) FROM early_receipts") == [(0,)]
 
 
+def test_a_receipt_a_dead_writer_left_kept_for_its_batch_is_applied_by_reconcile(
+    client, runner, db
+):
+    ref = send(client, "0830000001")
+    pid = provider_id(db, "27830000001")
+    # What a writer killed between recording a batch (one round trip) and applying the
+    # receipts that overtook it leaves: the message `sent`, its receipt still kept.
+    with db.cursor() as cur:
+        cur.execute(
+            "INSERT INTO early_receipts (providerid, status, errorcode, provider) "
+            "VALUES (%s, 'delivered', 'OK', 'MockProvider')",
+            (pid,),
+        )
+
+    result = runner.invoke(args=["reconcile"])
+
+    assert result.exit_code == 0, result.output
+    assert "1 messages updated by receipts kept for them" in result.output
+    assert message(db, "27830000001")[:2] == ("delivered", "OK")
+    assert counters(db, ref) == (0, 1, 0)
+    assert rows(db, "SELECT count(*) FROM early_receipts") == [(0,)]
+
+
 def test_kept_receipts_never_matched_in_24_hours_are_logged_and_dropped_by_poll_status(
     client, runner, db, receipt_log
 ):

@@ -11,28 +11,24 @@ side by side), and the other writers of a send (cancel, a whole-request refusal,
 withdrawal) take it first (lock_send).
 """
 
+from messaging.db import execute_together
 from messaging.queries import EARLY_RECEIPTS_LOCK, NOW_UTC, array_literal
 from messaging.queries.events import WOKEN, events_of
 
 DISPATCH_CHANNEL = "messaging_dispatch"
 
 
-def allocate_ids(cur, msisdns):
-    """Take an sms id for each number, in order (our client references at the provider),
-    and find which numbers are on the suppression list (migration 0020), in one round
-    trip. Returns (ids, the opted-out numbers as a set)."""
+def opted_out_of(cur, msisdns):
+    """Which of these numbers are on the suppression list (migration 0020), as a set."""
     cur.execute(
         """
-        SELECT (SELECT COALESCE(array_agg(nextval('sms_id_seq')), '{}')
-                FROM generate_series(1, (SELECT %(count)s::int))),  -- see record_batch
-               ARRAY(SELECT optouts.msisdn
+        SELECT ARRAY(SELECT optouts.msisdn
                      FROM optouts JOIN unnest(%(msisdns)s::varchar[]) AS given(msisdn)
                           USING (msisdn))
         """,
-        {"count": len(msisdns), "msisdns": array_literal(msisdns)},
+        {"msisdns": array_literal(msisdns)},
     )
-    ids, opted_out = cur.fetchone()
-    return ids, set(opted_out)
+    return set(cur.fetchone()[0])
 
 
 def record_send(
@@ -41,6 +37,7 @@ def record_send(
     originator,
     message,
     sender,
+    recipients,
     batches,
     segments,
     bulk,
@@ -48,41 +45,69 @@ def record_send(
     callback_url=None,
     callback_checked=False,
     notify=True,
+    unless_opted_out=False,
 ):
-    """Record a send and its recipients as these batches ([(msisdns, their sms ids)]), due
-    at `send_at` (naive UTC; None: now), and wake the dispatchers when it commits, a worker
-    per batch (`<id>:<batches>`; unless `notify` is false: they find it at their next look,
-    within a second). Its status events go to `callback_url` (None: nowhere);
-    `callback_checked` has its address checked again before each delivery (the caller
-    chose it). Returns (id, senttime)."""
+    """Record a send to `recipients` (its valid numbers, in order), each taking an sms id
+    from the sequence in that order (our client references at the provider), with those to
+    send as these batches ([(msisdns, their 0-based positions in recipients)]), due at
+    `send_at` (naive UTC; None: now). Its status events go to `callback_url` (None:
+    nowhere); `callback_checked` has its address checked again before each delivery (the
+    caller chose it). It wakes the dispatchers when it commits, a worker per batch
+    (`<id>:<batches>`; unless `notify` is false: they find it at their next look, within
+    a second).
+
+    With `unless_opted_out`, the suppression list (migration 0020) is read in the same
+    statement, and when any recipient is on it nothing is recorded (and no id taken): the
+    caller records the send again without them. One round trip for the usual send (S2, K1).
+
+    Returns (id, senttime, the recipients' sms ids, the opted-out numbers as a set); the
+    first three are None when nothing was recorded."""
     batches_of_msisdns = [array_literal(msisdns) for msisdns, _ in batches]
-    batches_of_ids = [array_literal(ids) for _, ids in batches]
+    batches_of_positions = [array_literal([p + 1 for p in positions]) for _, positions in batches]
     count = sum(len(msisdns) for msisdns, _ in batches)
     cur.execute(
         f"""
-        WITH send AS (
+        WITH opted AS (
+            SELECT ARRAY(SELECT optouts.msisdn
+                         FROM optouts JOIN unnest((SELECT %(recipients)s::varchar[]))
+                                           AS given(msisdn) USING (msisdn)
+                         WHERE %(unless_opted_out)s) AS numbers
+        ), taken AS (
+            -- The count through a sub-select, as the arrays below: see record_batch.
+            SELECT (SELECT COALESCE(array_agg(nextval('sms_id_seq')), '{{}}')
+                    FROM generate_series(1, (SELECT %(recipient_count)s::int))) AS ids
+            FROM opted
+            WHERE cardinality(opted.numbers) = 0
+        ), send AS (
             INSERT INTO sendlog (senttime, originator, type, quantity, delivered, failed,
                                  sent, accepted, message, status, description, sender, sendat,
                                  callbackurl, callbackchecked)
-            VALUES ({NOW_UTC}, %(originator)s, 'sms', %(count)s, 0, 0, 0, 0, %(message)s,
-                    'sending', '', %(sender)s, %(send_at)s, %(callback_url)s,
-                    %(callback_checked)s)
+            SELECT {NOW_UTC}, %(originator)s, 'sms', %(count)s, 0, 0, 0, 0, %(message)s,
+                   'sending', '', %(sender)s, %(send_at)s, %(callback_url)s,
+                   %(callback_checked)s
+            FROM taken
             RETURNING id, senttime
         ), batches AS (
             INSERT INTO dispatch_batches (sendlogid, seq, bulk, segments, msisdns, ids, due)
-            SELECT send.id, b.seq, %(bulk)s, %(segments)s, b.msisdns::varchar[], b.ids::bigint[],
+            SELECT send.id, b.seq, %(bulk)s, %(segments)s, b.msisdns::varchar[],
+                   ARRAY(SELECT taken.ids[u.position]
+                         FROM unnest(b.positions::int[]) WITH ORDINALITY AS u(position, n)
+                         ORDER BY u.n),
                    COALESCE(%(send_at)s::timestamp AT TIME ZONE 'utc', now())
-            FROM send,
-                 unnest(%(batch_msisdns)s::text[], %(batch_ids)s::text[])
-                     WITH ORDINALITY AS b(msisdns, ids, seq)
+            FROM send, taken,
+                 unnest((SELECT %(batch_msisdns)s::text[]), (SELECT %(batch_positions)s::text[]))
+                     WITH ORDINALITY AS b(msisdns, positions, seq)
         )
-        SELECT send.id, send.senttime,
+        SELECT send.id, send.senttime, taken.ids, opted.numbers,
                (SELECT pg_notify(%(channel)s, send.id || ':' || %(batch_count)s)
-                WHERE %(notify)s)
-        FROM send
+                WHERE %(notify)s AND send.id IS NOT NULL)
+        FROM opted LEFT JOIN taken ON true LEFT JOIN send ON true
         """,
         {
             "originator": originator,
+            "recipients": array_literal(recipients),
+            "recipient_count": len(recipients),
+            "unless_opted_out": unless_opted_out,
             "count": count,
             "message": message,
             "sender": sender,
@@ -90,7 +115,7 @@ def record_send(
             "bulk": bulk,
             "segments": segments,
             "batch_msisdns": array_literal(batches_of_msisdns),
-            "batch_ids": array_literal(batches_of_ids),
+            "batch_positions": array_literal(batches_of_positions),
             "channel": DISPATCH_CHANNEL,
             "batch_count": len(batches),
             "callback_url": callback_url,
@@ -98,8 +123,8 @@ def record_send(
             "notify": notify,
         },
     )
-    sendlog_id, senttime, _ = cur.fetchone()
-    return sendlog_id, senttime
+    sendlog_id, senttime, ids, opted_out, _ = cur.fetchone()
+    return sendlog_id, senttime, ids, set(opted_out)
 
 
 # What a claim hands back: the batch and what its send's messages repeat.
@@ -202,11 +227,43 @@ def record_batch(
     and was kept is seen by the transaction's next statement (finish_seeing_early_receipts),
     one that comes later waits for the commit and finds the rows.
     """
+    cur.execute(
+        *_recording(batch_id, worker, sendlog_id, senttime, message, outcomes, source, provider)
+    )
+    accepted, mine, *_ = cur.fetchone()
+    return accepted if mine else None
+
+
+def record_batch_and_finish(
+    cur, batch_id, worker, sendlog_id, senttime, message, outcomes, source="send", provider=None
+):
+    """record_batch, then finish_seeing_early_receipts, in one round trip on a cursor in
+    autocommit (Database.statement): the server runs them as one transaction, the second
+    with a snapshot of its own, taken under the send's row lock the first took (S2, K1).
+    Returns (as record_batch, as finish_seeing_early_receipts): apply the kept receipts it
+    found in a transaction of their own."""
+    execute_together(
+        cur,
+        [
+            _recording(batch_id, worker, sendlog_id, senttime, message, outcomes, source, provider),
+            (_FINISH_SEEING_EARLY_RECEIPTS, {"send": sendlog_id}),
+        ],
+    )
+    *closed, early, recorded = cur.fetchone()
+    # None: no send row to update (nothing was written)
+    accepted, mine = (int(n) for n in (recorded or "0:0").split(":"))
+    return accepted if mine else None, _closed(None if closed[0] is None else closed), early
+
+
+def _recording(batch_id, worker, sendlog_id, senttime, message, outcomes, source, provider):
+    """record_batch's statement and parameters. It passes on what it returns (accepted,
+    whether the batch was this worker's) to the transaction's next statement, as
+    `messaging.recorded` (`<accepted>:<1 or 0>`)."""
     columns = zip(*outcomes, strict=True) if outcomes else [()] * 7
     ids, msisdns, provider_ids, segments, codes, reasons, kinds = (
         array_literal(column) for column in columns
     )
-    cur.execute(
+    return (
         f"""
         WITH mine AS (
             DELETE FROM dispatch_batches
@@ -248,7 +305,9 @@ def record_batch(
         FROM counts
         WHERE sendlog.id = %(sendlog)s
         RETURNING counts.sent, (SELECT count(*) FROM mine), {WOKEN},
-                  (SELECT count(*) FROM receipts_lock)
+                  (SELECT count(*) FROM receipts_lock),
+                  set_config('messaging.recorded',
+                             concat_ws(':', counts.sent, (SELECT count(*) FROM mine)), true)
         """,
         {
             "batch": batch_id,
@@ -268,8 +327,6 @@ def record_batch(
             "receipts_lock": EARLY_RECEIPTS_LOCK,
         },
     )
-    accepted, mine, _, _ = cur.fetchone()
-    return accepted if mine else None
 
 
 def requeue_batch(cur, batch_id, worker, delay_seconds, error):
@@ -482,16 +539,17 @@ def finish_seeing_early_receipts(cur, sendlog_id):
     """finish_if_done, and in the same statement whether any receipt is kept for messages
     not written yet (status.apply_early_receipts applies them): after record_batch, which
     took the early-receipts lock, in one round trip. Returns (progress or None, bool)."""
-    cur.execute(
-        f"""
-        WITH closed AS ({_FINISH})
-        SELECT closed.*, EXISTS (SELECT 1 FROM early_receipts)
-        FROM (SELECT) AS always LEFT JOIN closed ON true
-        """,
-        {"send": sendlog_id},
-    )
-    *closed, early = cur.fetchone()
+    cur.execute(_FINISH_SEEING_EARLY_RECEIPTS, {"send": sendlog_id})
+    *closed, early, _ = cur.fetchone()
     return _closed(None if closed[0] is None else closed), early
+
+
+_FINISH_SEEING_EARLY_RECEIPTS = f"""
+    WITH closed AS ({_FINISH})
+    SELECT closed.*, EXISTS (SELECT 1 FROM early_receipts),
+           current_setting('messaging.recorded', true)
+    FROM (SELECT) AS always LEFT JOIN closed ON true
+"""
 
 
 def _closed(row):

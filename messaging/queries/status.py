@@ -242,6 +242,22 @@ def apply_early_receipts(cur, provider_ids, owner=ANY_PROVIDER):
     return apply_status_updates(cur, found, "receipt", owner) if found else 0
 
 
+def arrived_early_receipts(cur, owner=ANY_PROVIDER):
+    """The provider ids of kept receipts of `owner` that a message of theirs carries by now:
+    their batch was written, and its writer stopped before applying them (a record sent as
+    one round trip applies them in a transaction of its own, just after)."""
+    cur.execute(
+        f"""
+        SELECT DISTINCT early_receipts.providerid
+        FROM early_receipts JOIN sms USING (providerid)
+        WHERE (%(owner)s::varchar IS NULL OR early_receipts.provider IN (%(owner)s, ''))
+          AND {OWNED}
+        """,
+        owner.params(),
+    )
+    return [provider_id for (provider_id,) in cur.fetchall()]
+
+
 def drop_early_receipts(cur, older_than_seconds):
     """Drop kept receipts older than that; return [(provider id, status, received at)]."""
     cur.execute(
