@@ -1,12 +1,28 @@
 """S2: one-recipient sends from wrk (8 connections) against gunicorn (deploy/gunicorn.conf.py,
 5 workers) with a `flask dispatch` beside it, synchronous and with `Prefer: respond-async`,
 beside GET /ping driven the same way in the same run (before and after: the mean). Also
-the CPU milliseconds gunicorn, the dispatcher and PostgreSQL spent per answer of each."""
+the CPU milliseconds gunicorn, the dispatcher and PostgreSQL spent per answer of each.
 
+Also S2's floor (bench/s2_floor.py), served and driven the same way in the same run: one
+INSERT that commits per request, which bounds what any send recorded before its answer
+can reach against /ping here."""
+
+import contextlib
 import os
+import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
-from bench.common import CpuMeter, base_config, connect, deployed, fresh_database
+from bench.common import (
+    DEPLOY_CONFIG,
+    CpuMeter,
+    base_config,
+    connect,
+    deployed,
+    fresh_database,
+    gunicorn_server,
+)
 from bench.wrk import wrk
 
 CONNECTIONS = 8
@@ -43,6 +59,23 @@ def measured(meter: CpuMeter, url: str, *args) -> dict:
     return result
 
 
+@contextlib.contextmanager
+def floor_server(url: str) -> Iterator[str]:
+    """Serve bench/s2_floor.py as the app is served; yields its base URL."""
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        gunicorn_server(
+            base_config(),
+            url,
+            Path(tmp),
+            workers=WORKERS,
+            args=("--config", str(DEPLOY_CONFIG)),
+            app="bench.s2_floor:app",
+        ) as base,
+    ):
+        yield base
+
+
 def run() -> dict:
     with fresh_database() as url, deployed(base_config(), url, WORKERS, dispatchers=1) as (base, _):
         meter = CpuMeter(url)
@@ -50,9 +83,13 @@ def run() -> dict:
         ping = measured(meter, url, f"{base}/ping", CONNECTIONS, SECONDS)
         sync = measured(meter, url, f"{base}/sendsms", CONNECTIONS, SECONDS, "POST", BODY)
         queued = measured(meter, url, f"{base}/sendsms", CONNECTIONS, SECONDS, "POST", BODY, ASYNC)
+        # A database of its own: its sends are rows only, which no dispatcher will close.
+        with fresh_database("messaging_floor") as floor_url, floor_server(floor_url) as floor_base:
+            wrk(f"{floor_base}/sendsms", CONNECTIONS, 2, "POST", BODY)
+            floor = wrk(f"{floor_base}/sendsms", CONNECTIONS, SECONDS, "POST", BODY)
         ping_again = measured(meter, url, f"{base}/ping", CONNECTIONS, SECONDS)
         statuses = settled(url)
-    failed = ping["failed"] + sync["failed"] + queued["failed"] + ping_again["failed"]
+    failed = sum(r["failed"] for r in (ping, sync, queued, floor, ping_again))
     assert failed == 0 and set(statuses) == {"success"}, (failed, statuses)
     baseline = (ping["rate"] + ping_again["rate"]) / 2
     return {
@@ -63,6 +100,8 @@ def run() -> dict:
         "ratio": sync["rate"] / baseline,
         "async_per_s": queued["rate"],
         "async_ratio": queued["rate"] / baseline,
+        "floor_per_s": floor["rate"],
+        "floor_ratio": floor["rate"] / baseline,
         "sync_p50_ms": sync["p50_ms"],
         "sync_p99_ms": sync["p99_ms"],
         "async_p50_ms": queued["p50_ms"],

@@ -188,12 +188,14 @@ def gunicorn_server(
     host: str = "127.0.0.1",
     prefix: tuple[str, ...] = (),
     bind: bool = True,
+    app: str = "wsgi:app",
 ):
     """Run gunicorn on a free port of `host` with this config; yield its base URL.
 
     `args` go on gunicorn's command line (e.g. a --config file), `extra_env` into its env,
     `prefix` before it (e.g. `ip netns exec <namespace>`: a host of its own). Without
-    `bind`, no --bind is given: the config's HTTPPort must be where it listens.
+    `bind`, no --bind is given: the config's HTTPPort must be where it listens. `app` is
+    what it serves (answering GET /ping once up).
     """
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps(config))
@@ -216,7 +218,7 @@ def gunicorn_server(
             str(workers),
             *(("--bind", f"{host}:{port}") if bind else ()),
             *args,
-            "wsgi:app",
+            app,
         ],
         cwd=ROOT,
         env=env,

@@ -1,0 +1,43 @@
+"""S2's floor: the least a send recorded before its answer can cost in this stack, served
+as S2 serves the app (gunicorn with deploy/gunicorn.conf.py, 5 sync workers, Flask,
+psycopg2) so its rate against /ping in the same run bounds S2's ratios from above.
+
+Per request it reads the JSON body and inserts one sendlog row with one statement that
+commits (the durability a `202` promises), then answers JSON: no validation, numbers, ids,
+batches, suppression list, request log line or dispatch, which every real send needs.
+"""
+
+import os
+
+import psycopg2
+from flask import Flask, jsonify, request
+
+app = Flask(__name__)
+_connection = None  # this worker's: opened after the fork, on first use
+
+
+def connection():
+    global _connection
+    if _connection is None or _connection.closed:
+        _connection = psycopg2.connect(os.environ["MESSAGING_DATABASE_URL"])
+        _connection.autocommit = True
+    return _connection
+
+
+@app.get("/ping")
+def ping():
+    return jsonify({"Timestamp": 0})
+
+
+@app.post("/sendsms")
+def send_sms():
+    body = request.get_json(force=True)
+    with connection().cursor() as cur:
+        cur.execute(
+            "INSERT INTO sendlog (senttime, originator, type, quantity, delivered, failed, sent,"
+            " accepted, message, status, description)"
+            " VALUES (now(), '', 'sms', %s, 0, 0, 0, 0, %s, 'sending', '') RETURNING id",
+            (len(body["msisdns"]), body["message"]),
+        )
+        ref = cur.fetchone()[0]
+    return jsonify({"refNumber": str(ref), "validNumbers": len(body["msisdns"])}), 202
