@@ -911,19 +911,40 @@ class Dispatcher:
         self.wakeup.calls.wait(timeout)
 
 
+def claim_at_record(services) -> tuple[str, float, str]:
+    """The claim (lease name, lease seconds, provider) that a one-batch send its request
+    sends itself is recorded under (queries.dispatch.record_send): the batch is the
+    request's from its first row, and a claim's round trip is spared (S2)."""
+    worker = Worker(services, name=f"{worker_name()}:send", takes_over=False)
+    return worker._lease_name(), worker.lease, worker.first_choice()
+
+
+def give_back_claim(services, lease: str) -> None:
+    """Give back a claim made by a statement whose answer was lost (it may not have
+    committed): its batch, if recorded, is ready for the dispatchers again rather than held
+    until its lease runs out and then settled as perhaps sent. Logged when even this
+    fails: the batch is then settled so."""
+    try:
+        write(services.db, lambda cur: release_claims(cur, [lease]))
+    except MessagingError as err:
+        log.error("claim %s could not be given back (%s): settled after its lease", lease, err)
+
+
 def work_on_send(
     services,
     send_id: int,
     deadline: float | None,
     on_recorded: Callable[[int], None] | None = None,
     progress: dict | None = None,
+    claimed: Batch | None = None,
 ) -> dict:
     """Work on one send's batches beside any dispatchers until it is done or `deadline`
     (time.monotonic(); None: until done), on up to maxConcurrentRequests threads, and
     return its progress (queries.dispatch.send_progress; given, as the transaction that
     recorded the send read it, it spares the first query). A batch in flight at the
     deadline is finished and recorded; what is left goes on with the dispatchers. A
-    database that stays away until the deadline raises ServiceUnavailable."""
+    database that stays away until the deadline raises ServiceUnavailable. `claimed` is a
+    batch of the send recorded already claimed (claim_at_record), sent first."""
     name = f"{worker_name()}:send-{send_id}"
     failures: list[MessagingError] = []
 
@@ -935,6 +956,12 @@ def work_on_send(
     ]
     for worker in workers:
         worker.on_recorded = on_recorded
+    if claimed is not None:
+        try:
+            workers[0].send(claimed)
+        except MessagingError as err:  # the database is away: leave it to the loop
+            failures.append(err)
+        progress = workers[0].closed
 
     def run(worker: Worker, turns: Iterator[int]) -> None:
         # A turn per batch that was due: once they are taken, the send is read again

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from messaging import dispatch, limits, webhooks
-from messaging.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
+from messaging.errors import (
+    Conflict,
+    InvalidInput,
+    MessagingError,
+    NotFound,
+    ServiceUnavailable,
+)
 from messaging.providers.base import FAILED, TEMPORARY
 from messaging.queries.dispatch import (
     fail_ready_batches,
@@ -176,15 +182,24 @@ def send_sms(
         the dispatcher is done); one left behind is found within a second."""
         return not works_on_it or len(batches) > 1
 
-    sendlog_id = None
+    sendlog_id = claimed = None
     if cleaned.valid and settings.enabled and not (limited or on_record):
         # The usual send: recorded by one statement, which commits by itself and reads the
-        # suppression list as it goes; none of its numbers may be on it (S2, K1).
+        # suppression list as it goes; none of its numbers may be on it (S2, K1). A batch
+        # this request sends itself at once is recorded claimed by it (S2).
         batches = provider_batches(services, cleaned.valid, list(range(len(cleaned.valid))))
-        with services.db.statement() as cur:
-            sendlog_id, _, _, suppressed = record(
-                cur, batches=batches, notify=wakes(batches), unless_opted_out=True
-            )
+        claim = dispatch.claim_at_record(services) if works_on_it and len(batches) == 1 else None
+        try:
+            with services.db.statement() as cur:
+                sendlog_id, _, _, suppressed, claimed_row = record(
+                    cur, batches=batches, notify=wakes(batches), unless_opted_out=True, claim=claim
+                )
+        except MessagingError:
+            if claim is not None:  # recorded or not: its batch must not wait for the lease
+                dispatch.give_back_claim(services, claim[0])
+            raise
+        if claimed_row is not None:
+            claimed = dispatch.Batch(*claimed_row, lease=claim[0])
         # Nobody else sees the send before it commits: its progress is what was written, and
         # reading it back would cost every send a statement (S2, K1).
         progress = _recorded(len(cleaned.valid), len(batches), 0, scheduled)
@@ -202,7 +217,7 @@ def send_sms(
                 # what would be sent (the opted-out are recorded, never sent).
                 limits.charge(cur, originator, caller_limits, msisdns, services.normaliser)
             batches = provider_batches(services, msisdns, positions)
-            sendlog_id, senttime, ids, _ = record(cur, batches=batches, notify=wakes(batches))
+            sendlog_id, senttime, ids, *_ = record(cur, batches=batches, notify=wakes(batches))
             left_out = [(m, i) for m, i in zip(cleaned.valid, ids, strict=True) if m in suppressed]
             opted_out, opted_out_ids = [m for m, _ in left_out], [i for _, i in left_out]
             if opted_out:
@@ -223,7 +238,12 @@ def send_sms(
         if works_on_it:
             deadline = None if math.isinf(wait) else time.monotonic() + wait
             progress = dispatch.work_on_send(
-                services, sendlog_id, deadline, on_recorded, progress=progress
+                services,
+                sendlog_id,
+                deadline,
+                on_recorded,
+                progress=progress,
+                claimed=claimed,
             )
     except ServiceUnavailable as err:
         log.error("send %s: %s while sending; it goes on without this request", sendlog_id, err)

@@ -16,6 +16,7 @@ import requests
 
 from messaging import dispatch, service
 from messaging.db import _as_prepared
+from messaging.errors import ServiceUnavailable
 from messaging.queries.dispatch import DISPATCH_CHANNEL, send_progress
 from tests.conftest import base_config, dispatcher_process, gunicorn_server, log_of, rows
 from tests.providers.fakes import FakeProvider, Reply
@@ -278,6 +279,69 @@ def test_a_claim_whose_answer_was_lost_is_given_back_and_sent_once(make_app, db,
     assert sorted(slow.received.values()) == [1, 1, 1, 1]
     assert rows(db, "SELECT status, count(*) FROM sms GROUP BY 1") == [("sent", 4)]
     assert rows(db, f"SELECT status FROM sendlog WHERE id = {send.ref_number}") == [("success",)]
+
+
+def test_a_one_batch_send_its_request_sends_is_recorded_claimed_not_claimed_after(
+    make_app, db, slow
+):
+    # A claim is an UPDATE of the batch: with the batch recorded claimed, the request's send
+    # changes no batch row between its INSERT and its DELETE (one round trip fewer, S2).
+    client = make_app(config_for(slow.url, maxBatchSize=2)).test_client()  # migrates
+    with db.cursor() as cur:
+        cur.execute(
+            """
+            CREATE TABLE batch_updates (state varchar, leasedby varchar);
+            CREATE FUNCTION note_batch_update() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    INSERT INTO batch_updates VALUES (NEW.state, NEW.leasedby);
+                    RETURN NEW;
+                END $$;
+            CREATE TRIGGER noted BEFORE UPDATE ON dispatch_batches
+                FOR EACH ROW EXECUTE FUNCTION note_batch_update();
+            """
+        )
+    try:
+        one = client.post("/sendsms", json={"message": "hi", "msisdns": numbers(2)})
+        assert rows(db, "SELECT count(*) FROM batch_updates") == [(0,)]
+        two = client.post("/sendsms", json={"message": "hi", "msisdns": numbers(3, "084")})
+        # Two batches: recorded ready, each claimed by its own UPDATE.
+        assert rows(db, "SELECT state, count(*) FROM batch_updates GROUP BY 1") == [("sending", 2)]
+    finally:
+        with db.cursor() as cur:
+            cur.execute("DROP TABLE batch_updates; DROP FUNCTION note_batch_update() CASCADE")
+
+    assert one.get_json()["messagesSent"] == 2 and two.get_json()["messagesSent"] == 3
+    assert sorted(slow.received.values()) == [1] * 5
+    assert rows(db, "SELECT status, count(*) FROM sms GROUP BY 1") == [("sent", 5)]
+    assert rows(db, "SELECT count(*) FROM dispatch_batches") == [(0,)]
+
+
+def test_a_send_recorded_claimed_whose_answer_was_lost_is_given_back_and_sent_once(
+    make_app, db, slow, monkeypatch
+):
+    services = make_app(config_for(slow.url)).extensions["messaging"]
+    recorded = service.record_send
+
+    def answer_lost(cur, **kwargs):
+        recorded(cur, **kwargs)  # in autocommit: committed, then the connection dies
+        raise ServiceUnavailable("Database unavailable: server closed the connection")
+
+    monkeypatch.setattr(service, "record_send", answer_lost)
+    with pytest.raises(ServiceUnavailable):
+        service.send_sms(services, "hi", numbers(1), None, "t")
+    # Given back rather than held under the request's lease, to be settled as perhaps sent.
+    assert rows(db, "SELECT state, leasedby, attempts FROM dispatch_batches") == [
+        ("ready", None, 0)
+    ]
+    assert slow.received == Counter()
+
+    worker = dispatch.Worker(services, name="test", takes_over=False)
+    while worker.work_once():
+        pass
+
+    assert list(slow.received.values()) == [1]
+    assert rows(db, "SELECT status FROM sms") == [("sent",)]
+    assert rows(db, "SELECT status FROM sendlog") == [("success",)]
 
 
 def test_small_sends_go_ahead_of_bulk_batches_and_bulk_sends_take_turns(make_app, db):

@@ -46,6 +46,7 @@ def record_send(
     callback_checked=False,
     notify=True,
     unless_opted_out=False,
+    claim=None,
 ):
     """Record a send to `recipients` (its valid numbers, in order), each taking an sms id
     from the sequence in that order (our client references at the provider), with those to
@@ -60,8 +61,14 @@ def record_send(
     statement, and when any recipient is on it nothing is recorded (and no id taken): the
     caller records the send again without them. One round trip for the usual send (S2, K1).
 
-    Returns (id, senttime, the recipients' sms ids, the opted-out numbers as a set); the
-    first three are None when nothing was recorded."""
+    With `claim` (lease name, lease seconds, provider), the send's one batch is recorded
+    claimed under that lease, as claim_ready would claim it: by the request that sends it
+    itself, one round trip fewer (S2).
+
+    Returns (id, senttime, the recipients' sms ids, the opted-out numbers as a set, the
+    claimed batch as claim_ready returns it or None); the first three are None when nothing
+    was recorded."""
+    lease, lease_seconds, provider = claim or (None, None, None)
     batches_of_msisdns = [array_literal(msisdns) for msisdns, _ in batches]
     batches_of_positions = [array_literal([p + 1 for p in positions]) for _, positions in batches]
     count = sum(len(msisdns) for msisdns, _ in batches)
@@ -88,20 +95,35 @@ def record_send(
             FROM taken
             RETURNING id, senttime
         ), batches AS (
-            INSERT INTO dispatch_batches (sendlogid, seq, bulk, segments, msisdns, ids, due)
+            INSERT INTO dispatch_batches (sendlogid, seq, bulk, segments, msisdns, ids, due,
+                                          state, claimedat, leaseduntil, leasedby, attempts,
+                                          firstattempt, provider)
             SELECT send.id, b.seq, %(bulk)s, %(segments)s, b.msisdns::varchar[],
                    ARRAY(SELECT taken.ids[u.position]
                          FROM unnest(b.positions::int[]) WITH ORDINALITY AS u(position, n)
                          ORDER BY u.n),
-                   COALESCE(%(send_at)s::timestamp AT TIME ZONE 'utc', now())
+                   COALESCE(%(send_at)s::timestamp AT TIME ZONE 'utc', now()),
+                   CASE WHEN claim.lease IS NULL THEN 'ready' ELSE 'sending' END,
+                   CASE WHEN claim.lease IS NOT NULL THEN now() END,
+                   now() + make_interval(secs => claim.seconds), claim.lease,
+                   CASE WHEN claim.lease IS NULL THEN 0 ELSE 1 END,
+                   CASE WHEN claim.lease IS NOT NULL THEN now() END, claim.provider
             FROM send, taken,
+                 (SELECT %(lease)s::varchar AS lease, %(lease_seconds)s::float8 AS seconds,
+                         %(provider)s::varchar AS provider) AS claim,
                  unnest((SELECT %(batch_msisdns)s::text[]), (SELECT %(batch_positions)s::text[]))
                      WITH ORDINALITY AS b(msisdns, positions, seq)
+            RETURNING *
         )
         SELECT send.id, send.senttime, taken.ids, opted.numbers,
                (SELECT pg_notify(%(channel)s, send.id || ':' || %(batch_count)s)
-                WHERE %(notify)s AND send.id IS NOT NULL)
+                WHERE %(notify)s AND send.id IS NOT NULL),
+               -- The claimed batch, as claim_ready hands it back (_CLAIMED).
+               b.id, b.sendlogid, b.seq, b.segments, b.msisdns, b.ids, b.attempts,
+               b.firstattempt, b.lasterror, %(message)s, %(sender)s, send.senttime,
+               b.provider, b.refusedby, b.rejectedby
         FROM opted LEFT JOIN taken ON true LEFT JOIN send ON true
+             LEFT JOIN batches AS b ON b.leasedby IS NOT NULL
         """,
         {
             "originator": originator,
@@ -121,10 +143,13 @@ def record_send(
             "callback_url": callback_url,
             "callback_checked": callback_checked,
             "notify": notify,
+            "lease": lease,
+            "lease_seconds": lease_seconds,
+            "provider": provider,
         },
     )
-    sendlog_id, senttime, ids, opted_out, _ = cur.fetchone()
-    return sendlog_id, senttime, ids, set(opted_out)
+    sendlog_id, senttime, ids, opted_out, _, *claimed = cur.fetchone()
+    return sendlog_id, senttime, ids, set(opted_out), claimed if claimed[0] is not None else None
 
 
 # What a claim hands back: the batch and what its send's messages repeat.
