@@ -922,10 +922,12 @@ def claim_at_record(services) -> tuple[str, float, str]:
 def give_back_claim(services, lease: str) -> None:
     """Give back a claim made by a statement whose answer was lost (it may not have
     committed): its batch, if recorded, is ready for the dispatchers again rather than held
-    until its lease runs out and then settled as perhaps sent. Logged when even this
-    fails: the batch is then settled so."""
+    until its lease runs out and then settled as perhaps sent. Tried once, not again as
+    write() would: in an outage every caller would wait out its retries for their 503.
+    Logged when it fails: the batch is then settled so."""
     try:
-        write(services.db, lambda cur: release_claims(cur, [lease]))
+        with services.db.statement() as cur:
+            release_claims(cur, [lease])
     except MessagingError as err:
         log.error("claim %s could not be given back (%s): settled after its lease", lease, err)
 
