@@ -36,13 +36,15 @@ poll: $(VENV)/.installed
 	$(BIN)/flask --app messaging poll-status
 
 ## Run the test suite (against 127.0.0.1:5432 when it answers, else embedded PostgreSQL),
-## in TEST_WORKERS processes (pytest-xdist), a test file to each at a time.
+## in TEST_WORKERS processes (pytest-xdist), a test file to each at a time; then, alone,
+## the tests marked serial, which time requests at a fake provider.
 # 2: most of the suite waits on subprocesses, servers and leases, so two processes halve it
 # on 2 cores; with 4, the tests' pools and servers passed PostgreSQL's default 100 connections.
 TEST_WORKERS ?= 2
 test: $(VENV)/.installed
 	$(BIN)/ruff check messaging tests bench
-	$(BIN)/python -m pytest -m "not slow" -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -m "not slow and not serial" -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -m "serial and not slow" -q
 
 ## The production path for real: nginx (installed with apt-get if missing, as root) ->
 ## gunicorn -> PostgreSQL, poll-status as cron runs it; checks the database, stops it all.

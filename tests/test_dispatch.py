@@ -502,6 +502,7 @@ def test_two_dispatchers_share_one_send_and_each_number_goes_once(
     assert_counters_match_messages(db)
 
 
+@pytest.mark.serial
 def test_the_rate_limit_holds_across_processes(database_url, db, tmp_path, make_app):
     """Two dispatchers and the request itself, 4 at once each, 10 requests a second in all.
 

@@ -79,6 +79,7 @@ def state_of(base: str, ref: str) -> dict:
     return requests.get(f"{base}/sends/{ref}", timeout=10).json()["send"]
 
 
+@pytest.mark.serial
 def test_two_hosts_share_a_send_and_its_rate_and_one_dying_mid_send_loses_nothing(
     pg_server, database_url, db, tmp_path
 ):
