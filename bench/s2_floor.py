@@ -1,10 +1,14 @@
-"""S2's floor: the least a send recorded before its answer can cost in this stack, served
+"""S2's floors: the least a send recorded before its answer can cost in this stack, served
 as S2 serves the app (gunicorn with deploy/gunicorn.conf.py, 5 sync workers, Flask,
-psycopg2) so its rate against /ping in the same run bounds S2's ratios from above.
+psycopg2) so their rates against /ping in the same run bound S2's ratios from above.
 
-Per request it reads the JSON body and inserts one sendlog row with one statement that
-commits (the durability a `202` promises), then answers JSON: no validation, numbers, ids,
-batches, suppression list, request log line or dispatch, which every real send needs.
+`POST /sendsms` reads the JSON body and inserts one sendlog row with one statement that
+commits (the durability a `202` promises), then answers JSON. `POST /sendsms/answered` is
+the synchronous answer's floor: the same INSERT, then the provider's answer recorded on
+that row by a second statement that commits, the two commits a synchronous send needs (the
+send recorded before it goes to the provider, then what the provider said). Neither does
+validation, numbers, ids, batches, suppression list, request log line or dispatch, which
+every real send needs.
 """
 
 import os
@@ -29,9 +33,8 @@ def ping():
     return jsonify({"Timestamp": 0})
 
 
-@app.post("/sendsms")
-def send_sms():
-    body = request.get_json(force=True)
+def recorded(body: dict) -> int:
+    """The send's sendlog id, its row committed."""
     with connection().cursor() as cur:
         cur.execute(
             "INSERT INTO sendlog (senttime, originator, type, quantity, delivered, failed, sent,"
@@ -39,5 +42,24 @@ def send_sms():
             " VALUES (now(), '', 'sms', %s, 0, 0, 0, 0, %s, 'sending', '') RETURNING id",
             (len(body["msisdns"]), body["message"]),
         )
-        ref = cur.fetchone()[0]
+        return cur.fetchone()[0]
+
+
+@app.post("/sendsms")
+def send_sms():
+    body = request.get_json(force=True)
+    ref = recorded(body)
     return jsonify({"refNumber": str(ref), "validNumbers": len(body["msisdns"])}), 202
+
+
+@app.post("/sendsms/answered")
+def send_sms_answered():
+    body = request.get_json(force=True)
+    ref = recorded(body)
+    sent = len(body["msisdns"])
+    with connection().cursor() as cur:
+        cur.execute(
+            "UPDATE sendlog SET sent = %s, accepted = %s, status = 'success' WHERE id = %s",
+            (sent, sent, ref),
+        )
+    return jsonify({"refNumber": str(ref), "messagesSent": sent, "success": True})

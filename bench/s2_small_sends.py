@@ -3,9 +3,10 @@
 beside GET /ping driven the same way in the same run (before and after: the mean). Also
 the CPU milliseconds gunicorn, the dispatcher and PostgreSQL spent per answer of each.
 
-Also S2's floor (bench/s2_floor.py), served and driven the same way in the same run: one
+Also S2's floors (bench/s2_floor.py), served and driven the same way in the same run: one
 INSERT that commits per request, which bounds what any send recorded before its answer
-can reach against /ping here."""
+can reach against /ping here, and that INSERT followed by an UPDATE that commits, the two
+commits of a synchronous answer."""
 
 import contextlib
 import os
@@ -87,9 +88,10 @@ def run() -> dict:
         with fresh_database("messaging_floor") as floor_url, floor_server(floor_url) as floor_base:
             wrk(f"{floor_base}/sendsms", CONNECTIONS, 2, "POST", BODY)
             floor = wrk(f"{floor_base}/sendsms", CONNECTIONS, SECONDS, "POST", BODY)
+            sync_floor = wrk(f"{floor_base}/sendsms/answered", CONNECTIONS, SECONDS, "POST", BODY)
         ping_again = measured(meter, url, f"{base}/ping", CONNECTIONS, SECONDS)
         statuses = settled(url)
-    failed = sum(r["failed"] for r in (ping, sync, queued, floor, ping_again))
+    failed = sum(r["failed"] for r in (ping, sync, queued, floor, sync_floor, ping_again))
     assert failed == 0 and set(statuses) == {"success"}, (failed, statuses)
     baseline = (ping["rate"] + ping_again["rate"]) / 2
     return {
@@ -102,6 +104,8 @@ def run() -> dict:
         "async_ratio": queued["rate"] / baseline,
         "floor_per_s": floor["rate"],
         "floor_ratio": floor["rate"] / baseline,
+        "sync_floor_per_s": sync_floor["rate"],
+        "sync_floor_ratio": sync_floor["rate"] / baseline,
         "sync_p50_ms": sync["p50_ms"],
         "sync_p99_ms": sync["p99_ms"],
         "async_p50_ms": queued["p50_ms"],
